@@ -1,1 +1,221 @@
+/* Owns the verb table, the global options, help output and exit codes. */
 #include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "shared/log.h"
+
+static const struct command commands[] = {
+        {
+                .name = "build",
+                .fn = cmd_build,
+                .min_args = 0,
+                .max_args = 0,
+                .usage = "build -t TEMPLATE [-k KICKSTART] [--version V] [-o DIR] [--format raw|qcow2] --dry-run",
+                .summary = "resolve a template and a kickstart into a build plan",
+                .help = "  -t, --template T     template: a path, or a name in the template directory\n"
+                        "  -k, --kickstart K    kickstart: a path, or a name in the kickstart directory\n"
+                        "      --version V      image version ([0-9a-z._-]; default: the template's Version=)\n"
+                        "  -o, --output DIR     where the image and manifest go (default: .)\n"
+                        "      --format F       raw (default) or qcow2\n"
+                        "  -n, --dry-run        print the plan and stop (required in this release)\n",
+        },
+        {
+                .name = "help",
+                .fn = NULL, /* handled by cli_main */
+                .min_args = 0,
+                .max_args = 1,
+                .usage = "help [VERB]",
+                .summary = "show help for ingot or one verb",
+                .help = "",
+        },
+};
+
+static const struct command *find_command(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (streq(commands[i].name, name))
+                        return &commands[i];
+        return NULL;
+}
+
+/* Edit distance, for "did you mean" hints; names are short. */
+static size_t distance(const char *a, const char *b)
+{
+        size_t la = strlen(a), lb = strlen(b), prev[32], cur[32];
+
+        if (la >= 31 || lb >= 31)
+                return SIZE_MAX;
+        for (size_t j = 0; j <= lb; j++)
+                prev[j] = j;
+        for (size_t i = 1; i <= la; i++) {
+                cur[0] = i;
+                for (size_t j = 1; j <= lb; j++) {
+                        size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+                        size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+                        cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+                }
+                memcpy(prev, cur, sizeof(size_t) * (lb + 1));
+        }
+        return prev[lb];
+}
+
+static void print_main_help(void)
+{
+        printf("usage: ingot [-v|-q] [--json] VERB [ARGS...]\n"
+               "       ingot --help | --version | help VERB\n\n"
+               "Builds golden machine images and runs them the immutable way.\n\n"
+               "verbs:\n");
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                printf("  %-10s %s\n", commands[i].name, commands[i].summary);
+        printf("\nglobal options (before or after the verb):\n"
+               "  -v, --verbose        more detail on stderr\n"
+               "  -q, --quiet          errors only\n"
+               "      --json           machine-readable output on stdout\n"
+               "  -h, --help           this help; 'ingot VERB --help' for a verb\n"
+               "      --version        the program version\n\n"
+               "exit codes: 0 ok, 1 failure, 2 bad usage or bad input\n"
+               "see ingot(1) for more\n");
+}
+
+void cli_print_verb_help(const char *verb)
+{
+        const struct command *c = find_command(verb);
+
+        if (!c)
+                return;
+        printf("usage: ingot %s\n\n%s\n", c->usage, c->summary);
+        if (c->help && *c->help)
+                printf("\noptions:\n%s", c->help);
+}
+
+int cli_usage_error(const char *verb, const char *fmt, ...)
+{
+        va_list ap;
+
+        fprintf(stderr, "ingot%s%s: ", verb ? " " : "", verb ? verb : "");
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "\nhint: see 'ingot %s%s--help'\n", verb ? verb : "", verb ? " " : "");
+        return EXIT_USAGE;
+}
+
+int cli_check_args(const char *verb, int n)
+{
+        const struct command *c = find_command(verb);
+
+        if (!c)
+                return EXIT_USAGE;
+        if (n < c->min_args)
+                return cli_usage_error(verb, "missing argument (usage: ingot %s)", c->usage);
+        if (c->max_args >= 0 && n > c->max_args)
+                return cli_usage_error(verb, "too many arguments (usage: ingot %s)", c->usage);
+        return 0;
+}
+
+int cli_exit_code(int r)
+{
+        if (r >= 0)
+                return EXIT_OK;
+        return r == -EBADMSG ? EXIT_USAGE : EXIT_FAILURE_RUN;
+}
+
+/* Global options may come anywhere before "--"; they are taken out so each
+ * verb sees only its own. Returns the new argc or -1 on "--help"/"--version"
+ * seen before the verb (handled by the caller). */
+static int strip_global_options(int argc, char **argv, struct cli_context *ctx)
+{
+        int w = 1;
+
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i];
+
+                if (streq(a, "--")) {
+                        while (i < argc)
+                                argv[w++] = argv[i++];
+                        break;
+                }
+                if (streq(a, "-v") || streq(a, "--verbose"))
+                        log_set_level(LOG_LEVEL_VERBOSE);
+                else if (streq(a, "-q") || streq(a, "--quiet"))
+                        log_set_level(LOG_LEVEL_QUIET);
+                else if (streq(a, "--json"))
+                        ctx->json = true;
+                else
+                        argv[w++] = argv[i];
+        }
+        argv[w] = NULL;
+        return w;
+}
+
+int cli_main(int argc, char **argv)
+{
+        struct cli_context ctx = { 0 };
+        const struct command *c;
+        const char *verb;
+
+        argc = strip_global_options(argc, argv, &ctx);
+        if (argc < 2) {
+                print_main_help();
+                return EXIT_USAGE;
+        }
+        verb = argv[1];
+        if (streq(verb, "--help") || streq(verb, "-h")) {
+                print_main_help();
+                return EXIT_OK;
+        }
+        if (streq(verb, "--version")) {
+                printf("ingot %s\n", PACKAGE_VERSION);
+                return EXIT_OK;
+        }
+        if (verb[0] == '-')
+                return cli_usage_error(NULL, "unknown option '%s'", verb);
+
+        c = find_command(verb);
+        if (!c) {
+                const struct command *best = NULL;
+                size_t best_d = SIZE_MAX;
+
+                for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+                        size_t d = distance(verb, commands[i].name);
+                        if (d < best_d) {
+                                best_d = d;
+                                best = &commands[i];
+                        }
+                }
+                fprintf(stderr, "ingot: unknown verb '%s'\n", verb);
+                if (best && best_d <= 2)
+                        fprintf(stderr, "hint: did you mean 'ingot %s'? See 'ingot --help'\n", best->name);
+                else
+                        fprintf(stderr, "hint: see 'ingot --help' for the verbs\n");
+                return EXIT_USAGE;
+        }
+
+        if (streq(c->name, "help")) {
+                if (argc > 3)
+                        return cli_check_args("help", argc - 2);
+                if (argc == 2) {
+                        print_main_help();
+                        return EXIT_OK;
+                }
+                if (!find_command(argv[2])) {
+                        fprintf(stderr, "ingot help: unknown verb '%s'\nhint: see 'ingot --help' for the verbs\n", argv[2]);
+                        return EXIT_USAGE;
+                }
+                cli_print_verb_help(argv[2]);
+                return EXIT_OK;
+        }
+
+        for (int i = 2; i < argc && !streq(argv[i], "--"); i++)
+                if (streq(argv[i], "--help") || streq(argv[i], "-h")) {
+                        cli_print_verb_help(c->name);
+                        return EXIT_OK;
+                }
+        return c->fn(argc - 1, argv + 1, &ctx);
+}

@@ -1,1 +1,84 @@
+/* ingot build: options in, spec out. Only --dry-run (the plan) exists in
+ * this release; building the image is the next stage. */
 #include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "shared/log.h"
+#include "spec.h"
+
+int cmd_build(int argc, char **argv, const struct cli_context *ctx)
+{
+        enum { ARG_VERSION = 0x100, ARG_FORMAT };
+        static const struct option options[] = {
+                { "template", required_argument, NULL, 't' },
+                { "kickstart", required_argument, NULL, 'k' },
+                { "version", required_argument, NULL, ARG_VERSION },
+                { "output", required_argument, NULL, 'o' },
+                { "format", required_argument, NULL, ARG_FORMAT },
+                { "dry-run", no_argument, NULL, 'n' },
+                {}
+        };
+        struct spec_options o = { 0 };
+        _cleanup_(spec_freep) struct spec *s = NULL;
+        bool dry_run = false;
+        int c, r;
+
+        opterr = 0;
+        optind = 1;
+        while ((c = getopt_long(argc, argv, ":t:k:o:n", options, NULL)) >= 0) {
+                switch (c) {
+                case 't':
+                        o.template = optarg;
+                        break;
+                case 'k':
+                        o.kickstart = optarg;
+                        break;
+                case ARG_VERSION:
+                        o.version = optarg;
+                        break;
+                case 'o':
+                        o.output_dir = optarg;
+                        break;
+                case ARG_FORMAT:
+                        o.format = optarg;
+                        break;
+                case 'n':
+                        dry_run = true;
+                        break;
+                case ':':
+                        return cli_usage_error("build", "option '%s' needs a value", argv[optind - 1]);
+                default:
+                        return cli_usage_error("build", "unknown option '%s'", argv[optind - 1]);
+                }
+        }
+        r = cli_check_args("build", argc - optind);
+        if (r != 0)
+                return r;
+        if (!o.template)
+                return cli_usage_error("build", "no template: give -t TEMPLATE");
+        if (!dry_run)
+                return cli_usage_error("build", "only 'ingot build --dry-run' (the plan) is available in this release");
+
+        r = spec_load(&o, &s);
+        if (r < 0)
+                return cli_exit_code(r);
+
+        if (ctx->json) {
+                json_t *j = spec_plan_to_json(s);
+                r = json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+                json_decref(j);
+                if (r < 0)
+                        return log_error_errno(-EIO, "cannot write the plan"), EXIT_FAILURE_RUN;
+                putchar('\n');
+        } else
+                spec_plan_print(s, stdout);
+        if (fflush(stdout) != 0)
+                return log_error_errno(-errno, "cannot write the plan: %m"), EXIT_FAILURE_RUN;
+        return EXIT_OK;
+}

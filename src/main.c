@@ -1,2 +1,9 @@
+/* ingot: builds golden machine images and runs them the immutable way. */
 #include "config.h"
-int main(void) { return 0; }
+
+#include "cli.h"
+
+int main(int argc, char **argv)
+{
+        return cli_main(argc, argv);
+}

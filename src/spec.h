@@ -1,0 +1,73 @@
+/* The spec: a template and an optional kickstart resolved into one plan,
+ * checked in one pass. Everything later stages need is here as plain data:
+ * the layout in bytes, every GUID, the package set, the kernel command line,
+ * the outputs. The same inputs always give the same spec. */
+#pragma once
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "kickstart.h"
+#include "part.h"
+#include "shared/macro.h"
+#include "template.h"
+
+enum output_format {
+        OUTPUT_FORMAT_RAW,
+        OUTPUT_FORMAT_QCOW2,
+};
+
+struct spec_options {
+        const char *template;   /* a path, or a name looked up in the template directories */
+        const char *kickstart;  /* likewise; NULL = none */
+        const char *version;    /* NULL = the template's Version= */
+        const char *output_dir; /* NULL = "." */
+        const char *format;     /* "raw" (default) or "qcow2" */
+};
+
+struct spec {
+        struct template *template;
+        struct kickstart *kickstart; /* NULL when none was given */
+        char *template_path;         /* as resolved */
+        char *kickstart_path;
+
+        char *name;
+        char *version;
+        char *architecture;
+        enum boot_mode boot_mode;
+        uint64_t source_date_epoch;
+        uint8_t seed[32];            /* SHA-256 over every input; all ids derive from it */
+
+        struct part_layout *layout;
+        char **packages;             /* template's plus %packages, minus exclusions */
+        char **packages_excluded;
+        char *cmdline;               /* full kernel command line, root= included */
+
+        enum output_format format;
+        char *output_dir;
+        char *output_image;
+        char *output_manifest;
+};
+
+/* Loads, resolves and verifies. Bad input is logged as "file:line: message"
+ * and returns -EBADMSG (exit code 2); an unreadable input returns its
+ * -errno, also logged. *ret is set only on success, owned by the caller. */
+int spec_load(const struct spec_options *opts, struct spec **ret);
+struct spec *spec_free(struct spec *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct spec *, spec_free);
+
+/* Resolves a template or kickstart argument: a value containing '/' or
+ * ending in suffix is a path; otherwise NAME is looked up as NAME+suffix in
+ * $INGOT_DATA_PATH (colon-separated) and then the installed data directory
+ * under subdir. Returns a new string or -ENOENT. */
+int spec_resolve_input(const char *arg, const char *subdir, const char *suffix, char **ret);
+
+/* Version strings as os-release IMAGE_VERSION allows: [0-9a-z._-]+ */
+bool spec_version_is_valid(const char *v);
+
+/* The plan as JSON (a new reference) and as text. Password hashes are
+ * named by algorithm only. */
+json_t *spec_plan_to_json(const struct spec *s);
+void spec_plan_print(const struct spec *s, FILE *f);

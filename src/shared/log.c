@@ -7,6 +7,17 @@
 #include "log.h"
 
 static enum log_level current_level = LOG_LEVEL_NORMAL;
+static FILE *stream;
+
+void log_set_stream(FILE *f)
+{
+        stream = f;
+}
+
+static FILE *out(void)
+{
+        return stream ? stream : stderr;
+}
 
 void log_set_level(enum log_level level)
 {
@@ -28,12 +39,12 @@ int log_full_errno(enum log_level min, const char *prefix, int error, const char
 
         /* %m in fmt means the error we were given, not a stray errno. */
         errno = error != 0 ? (error < 0 ? -error : error) : saved;
-        fputs("ingot: ", stderr);
-        fputs(prefix, stderr);
+        fputs("ingot: ", out());
+        fputs(prefix, out());
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        vfprintf(out(), fmt, ap);
         va_end(ap);
-        fputc('\n', stderr);
+        fputc('\n', out());
         errno = saved;
         return error < 0 ? error : -error;
 }
@@ -41,11 +52,11 @@ int log_full_errno(enum log_level min, const char *prefix, int error, const char
 static void log_syntax_v(const char *file, unsigned line, const char *prefix, const char *fmt, va_list ap)
 {
         if (line > 0)
-                fprintf(stderr, "%s:%u: %s", file, line, prefix);
+                fprintf(out(), "%s:%u: %s", file, line, prefix);
         else
-                fprintf(stderr, "%s: %s", file, prefix);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
+                fprintf(out(), "%s: %s", file, prefix);
+        vfprintf(out(), fmt, ap);
+        fputc('\n', out());
 }
 
 int log_syntax(const char *file, unsigned line, const char *fmt, ...)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdio.h>
 
 #include "macro.h"
 
@@ -15,6 +16,8 @@ enum log_level {
 };
 
 void log_set_level(enum log_level level);
+/* Where messages go (default stderr); the fuzzers send them to /dev/null. */
+void log_set_stream(FILE *f);
 enum log_level log_get_level(void);
 
 /* Every call prints one line "ingot: [warning: ]message\n". %m works and

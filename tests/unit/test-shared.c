@@ -1,2 +1,157 @@
+/* Unit tests for src/shared: sizes, numbers, booleans, strv, id derivation
+ * and the UUID text form, whole-file I/O. */
 #include "config.h"
-int main(void) { return 0; }
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "shared/fileio.h"
+#include "shared/id128.h"
+#include "shared/parse-util.h"
+#include "shared/strv.h"
+
+static void test_parse_size(void **state)
+{
+        uint64_t v = 7;
+
+        assert_int_equal(parse_size("512", 1, &v), 0);
+        assert_int_equal(v, 512);
+        assert_int_equal(parse_size("512", 1 << 20, &v), 0);
+        assert_int_equal(v, UINT64_C(512) << 20);
+        assert_int_equal(parse_size("4K", 1, &v), 0);
+        assert_int_equal(v, 4096);
+        assert_int_equal(parse_size("256M", 1, &v), 0);
+        assert_int_equal(v, UINT64_C(256) << 20);
+        assert_int_equal(parse_size("256MiB", 1, &v), 0);
+        assert_int_equal(v, UINT64_C(256) << 20);
+        assert_int_equal(parse_size("2g", 1, &v), 0);
+        assert_int_equal(v, UINT64_C(2) << 30);
+        assert_int_equal(parse_size("1T", 1, &v), 0);
+        assert_int_equal(v, UINT64_C(1) << 40);
+
+        v = 7;
+        assert_int_equal(parse_size("", 1, &v), -EINVAL);
+        assert_int_equal(parse_size("-1", 1, &v), -EINVAL);
+        assert_int_equal(parse_size("12Q", 1, &v), -EINVAL);
+        assert_int_equal(parse_size("1.5G", 1, &v), -EINVAL);
+        assert_int_equal(parse_size(" 1G", 1, &v), -EINVAL);
+        assert_int_equal(parse_size("1G ", 1, &v), -EINVAL);
+        assert_int_equal(parse_size("99999999999999999999", 1, &v), -ERANGE);
+        assert_int_equal(parse_size("17179869184G", 1, &v), -ERANGE);
+        assert_int_equal(parse_size("18446744073709551615", 2, &v), -ERANGE);
+        assert_int_equal(v, 7); /* untouched on failure */
+}
+
+static void test_parse_uint64_boolean(void **state)
+{
+        uint64_t v;
+        bool b = false;
+
+        assert_int_equal(parse_uint64("18446744073709551615", &v), 0);
+        assert_true(v == UINT64_MAX);
+        assert_int_equal(parse_uint64("18446744073709551616", &v), -ERANGE);
+        assert_int_equal(parse_uint64("12a", &v), -EINVAL);
+        assert_int_equal(parse_uint64("", &v), -EINVAL);
+        assert_int_equal(parse_boolean("yes", &b), 0);
+        assert_true(b);
+        assert_int_equal(parse_boolean("Off", &b), 0);
+        assert_false(b);
+        assert_int_equal(parse_boolean("maybe", &b), -EINVAL);
+}
+
+static void test_strv(void **state)
+{
+        _cleanup_strv_free_ char **l = NULL;
+
+        assert_int_equal(strv_length(l), 0);
+        assert_int_equal(strv_split_extend(&l, "  a b,,c ", " ,"), 0);
+        assert_int_equal(strv_length(l), 3);
+        assert_string_equal(l[0], "a");
+        assert_string_equal(l[2], "c");
+        assert_true(strv_contains(l, "b"));
+        assert_int_equal(strv_extend(&l, "b"), 0);
+        assert_int_equal(strv_remove(l, "b"), 2);
+        assert_int_equal(strv_length(l), 2);
+        assert_false(strv_contains(l, "b"));
+}
+
+static void test_id128_roundtrip(void **state)
+{
+        id128_t a, b;
+        char buf[ID128_STRING_MAX];
+
+        assert_int_equal(id128_from_string("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", &a), 0);
+        assert_string_equal(id128_to_string(&a, buf), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+        assert_int_equal(id128_from_string(buf, &b), 0);
+        assert_true(id128_equal(&a, &b));
+        assert_int_equal(id128_from_string("c12a7328f81f-11d2-ba4b-00a0c93ec93b0", &a), -EINVAL);
+        assert_int_equal(id128_from_string("g12a7328-f81f-11d2-ba4b-00a0c93ec93b", &a), -EINVAL);
+        assert_int_equal(id128_from_string("", &a), -EINVAL);
+}
+
+static void test_id128_derive(void **state)
+{
+        uint8_t key[32] = { 1, 2, 3 }, other[32] = { 1, 2, 4 };
+        id128_t a, b, c;
+        char buf[ID128_STRING_MAX];
+
+        id128_derive(key, "disk-uuid", 9, &a);
+        id128_derive(key, "disk-uuid", 9, &b);
+        id128_derive(other, "disk-uuid", 9, &c);
+        assert_true(id128_equal(&a, &b));   /* deterministic */
+        assert_false(id128_equal(&a, &c));  /* depends on the key */
+        id128_derive(key, "disk-uuiD", 9, &c);
+        assert_false(id128_equal(&a, &c));  /* and on the data */
+        /* a version-4, RFC 4122 variant UUID */
+        id128_to_string(&a, buf);
+        assert_int_equal(buf[14], '4');
+        assert_non_null(strchr("89ab", buf[19]));
+        /* HMAC-SHA256 with an all-zero key over "x", first 16 bytes, v4-marked
+         * (value computed independently with Python hmac):
+         * pinned so a change to the derivation (which would change every
+         * image's GUIDs) cannot go unnoticed. */
+        {
+                static const uint8_t zero[32];
+                id128_derive(zero, "x", 1, &a);
+                assert_string_equal(id128_to_string(&a, buf), "4cbc9609-9a64-47ce-8024-61f10549b489");
+        }
+}
+
+static void test_fileio(void **state)
+{
+        char dir[] = "/tmp/ingot-test-XXXXXX";
+        _cleanup_free_ char *path = NULL, *data = NULL;
+        size_t size = 0;
+
+        assert_non_null(mkdtemp(dir));
+        assert_true(asprintf(&path, "%s/f", dir) > 0);
+        assert_int_equal(write_file_atomic(path, "hello\0world", 11, 0644), 0);
+        assert_int_equal(read_full_file(path, 1024, &data, &size), 0);
+        assert_int_equal(size, 11);
+        assert_memory_equal(data, "hello\0world", 11);
+        data = x_free(data);
+        assert_int_equal(read_full_file(path, 4, &data, &size), -EFBIG);
+        assert_null(data);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(read_full_file(path, 4, &data, &size), -ENOENT);
+        assert_int_equal(rmdir(dir), 0); /* no temporary file left behind */
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_parse_size),
+                cmocka_unit_test(test_parse_uint64_boolean),
+                cmocka_unit_test(test_strv),
+                cmocka_unit_test(test_id128_roundtrip),
+                cmocka_unit_test(test_id128_derive),
+                cmocka_unit_test(test_fileio),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
