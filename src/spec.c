@@ -84,6 +84,13 @@ int spec_resolve_input(const char *arg, const char *subdir, const char *suffix, 
         return -ENOENT;
 }
 
+/* An input that cannot be read is bad input too (exit 2), like one that
+ * cannot be parsed; the loader has logged why. */
+static int input_error(int r)
+{
+        return r < 0 && r != -ENOMEM ? -EBADMSG : r;
+}
+
 static int load_template(struct spec *s, const char *arg)
 {
         int r = spec_resolve_input(arg, "templates", ".conf", &s->template_path);
@@ -93,7 +100,7 @@ static int load_template(struct spec *s, const char *arg)
                                        arg, arg, INGOT_DATADIR);
         if (r < 0)
                 return log_error_errno(r, "cannot resolve template '%s': %m", arg);
-        return template_load(s->template_path, &s->template);
+        return input_error(template_load(s->template_path, &s->template));
 }
 
 static void salt_seed(const struct template *t, const char *version, uint8_t ret[32])
@@ -407,7 +414,7 @@ int spec_load(const struct spec_options *o, struct spec **ret)
                 kopts = (struct ks_parse_options){ .salt_seed = salt };
                 r = kickstart_parse_file(s->kickstart_path, &kopts, &s->kickstart);
                 if (r < 0)
-                        return r;
+                        return input_error(r);
         }
 
         r = resolve_epoch(s);
