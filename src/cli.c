@@ -205,7 +205,8 @@ int cli_main(int argc, char **argv)
                         return EXIT_OK;
                 }
                 if (!find_command(argv[2])) {
-                        fprintf(stderr, "ingot help: unknown verb '%s'\nhint: see 'ingot --help' for the verbs\n", argv[2]);
+                        fprintf(stderr, "ingot help: unknown verb '%s'\nhint: see 'ingot --help' for the verbs\n",
+                                argv[2]);
                         return EXIT_USAGE;
                 }
                 cli_print_verb_help(argv[2]);

@@ -15,15 +15,13 @@
 int cmd_build(int argc, char **argv, const struct cli_context *ctx)
 {
         enum { ARG_VERSION = 0x100, ARG_FORMAT };
-        static const struct option options[] = {
-                { "template", required_argument, NULL, 't' },
-                { "kickstart", required_argument, NULL, 'k' },
-                { "version", required_argument, NULL, ARG_VERSION },
-                { "output", required_argument, NULL, 'o' },
-                { "format", required_argument, NULL, ARG_FORMAT },
-                { "dry-run", no_argument, NULL, 'n' },
-                {}
-        };
+        static const struct option options[] = { { "template", required_argument, NULL, 't' },
+                                                 { "kickstart", required_argument, NULL, 'k' },
+                                                 { "version", required_argument, NULL, ARG_VERSION },
+                                                 { "output", required_argument, NULL, 'o' },
+                                                 { "format", required_argument, NULL, ARG_FORMAT },
+                                                 { "dry-run", no_argument, NULL, 'n' },
+                                                 {} };
         struct spec_options o = { 0 };
         _cleanup_(spec_freep) struct spec *s = NULL;
         bool dry_run = false;

@@ -23,8 +23,8 @@ struct ks_part {
         uint64_t size;    /* bytes (kickstart gives MiB); 0 = not given */
         uint64_t maxsize; /* bytes; 0 = no limit */
         bool grow;
-        char *fstype;     /* NULL = the template's default for the mount point */
-        char *label;      /* NULL = none given */
+        char *fstype; /* NULL = the template's default for the mount point */
+        char *label;  /* NULL = none given */
 };
 
 struct ks_user {
@@ -32,7 +32,7 @@ struct ks_user {
         char *name;
         char *password_hash; /* crypt(3) hash, never plain text; NULL = none */
         bool lock;
-        char **groups;       /* strv */
+        char **groups; /* strv */
         char *shell;
         char *homedir;
         char *gecos;
@@ -56,17 +56,17 @@ enum ks_selinux {
 };
 
 struct ks_script {
-        struct ks_loc loc;      /* the %post line */
-        char *interpreter;      /* NULL = /bin/sh */
+        struct ks_loc loc; /* the %post line */
+        char *interpreter; /* NULL = /bin/sh */
         bool nochroot;
         bool erroronfail;
-        char *log;              /* NULL = none */
-        char *body;             /* the script text, lines joined with \n */
+        char *log;  /* NULL = none */
+        char *body; /* the script text, every line ending in \n; "" when empty */
 };
 
 struct kickstart {
-        char **files;           /* every file read, the top one first, in order */
-        uint8_t digest[32];     /* SHA-256 over every file's bytes, in that order */
+        char **files;       /* every file read, the top one first, in order */
+        uint8_t digest[32]; /* SHA-256 over every file's bytes, in that order */
 
         struct ks_part *parts;
         size_t n_parts;
@@ -78,7 +78,7 @@ struct kickstart {
         int bootloader_timeout;  /* -1 = not given */
 
         bool rootpw_set;
-        char *rootpw_hash;       /* NULL with rootpw_lock = locked, no password */
+        char *rootpw_hash; /* NULL with rootpw_lock = locked, no password */
         bool rootpw_lock;
 
         struct ks_user *users;
@@ -90,6 +90,8 @@ struct kickstart {
         char *network_bootproto;
         char *network_device;
         bool network_activate;
+        bool network_noipv6;
+        int network_onboot; /* -1 not given, 0 no, 1 yes */
 
         char *timezone;
         bool timezone_utc;
@@ -111,9 +113,10 @@ struct kickstart {
         size_t n_scripts;
 };
 
-/* The seed for password salts: crypt(3) salts are derived from it so the
- * same inputs give the same hashes. May be NULL (then salts derive from
- * the user name and password alone). */
+/* The seed for password salts: crypt(3) salts are derived from it and the
+ * user name, so the same inputs give the same hashes. May be NULL (then an
+ * all-zero seed is used). The password never feeds the salt: the salt is
+ * public, and a fast function of the password in it would bypass yescrypt. */
 struct ks_parse_options {
         const uint8_t *salt_seed; /* 32 bytes */
 };
@@ -125,8 +128,8 @@ struct ks_parse_options {
 int kickstart_parse_file(const char *path, const struct ks_parse_options *opts, struct kickstart **ret);
 /* Same, from a buffer; name is used in messages and as the base for
  * relative %include paths (its directory). */
-int kickstart_parse_buffer(const char *name, const char *data, size_t size,
-                           const struct ks_parse_options *opts, struct kickstart **ret);
+int kickstart_parse_buffer(const char *name, const char *data, size_t size, const struct ks_parse_options *opts,
+                           struct kickstart **ret);
 
 struct kickstart *kickstart_free(struct kickstart *ks);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct kickstart *, kickstart_free);

@@ -18,8 +18,8 @@ static const struct {
         [PART_ROLE_BIOS_BOOT] = { "biosboot", "21686148-6449-6e6f-744e-656564454649", NULL, "biosboot" },
         [PART_ROLE_ESP] = { "esp", "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", NULL, "esp" },
         [PART_ROLE_XBOOTLDR] = { "xbootldr", "bc13c2ff-59e6-4262-a352-b275fd6f7172", NULL, "xbootldr" },
-        [PART_ROLE_ROOT] = { "root", "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
-                             "b921b045-1df0-41c3-af44-4c6f280d3fae", "root" },
+        [PART_ROLE_ROOT] = { "root", "4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "b921b045-1df0-41c3-af44-4c6f280d3fae",
+                             "root" },
         [PART_ROLE_SWAP] = { "swap", "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", NULL, "swap" },
         [PART_ROLE_HOME] = { "home", "933ac7e1-2eb4-4f13-b844-0e14e2aef915", NULL, "home" },
         [PART_ROLE_SRV] = { "srv", "3b8f8425-20e0-4f3b-907f-1a25a76f98e8", NULL, "srv" },
@@ -32,16 +32,18 @@ static const struct {
         const char *mountpoint;
         enum part_role role;
 } mountpoints[] = {
-        { "biosboot", PART_ROLE_BIOS_BOOT },
+        /* clang-format off */
+        { "biosboot",  PART_ROLE_BIOS_BOOT },
         { "/boot/efi", PART_ROLE_ESP },
-        { "/efi", PART_ROLE_ESP },
-        { "/boot", PART_ROLE_XBOOTLDR },
-        { "/", PART_ROLE_ROOT },
-        { "swap", PART_ROLE_SWAP },
-        { "/home", PART_ROLE_HOME },
-        { "/srv", PART_ROLE_SRV },
-        { "/var", PART_ROLE_VAR },
-        { "/var/tmp", PART_ROLE_VAR_TMP },
+        { "/efi",      PART_ROLE_ESP },
+        { "/boot",     PART_ROLE_XBOOTLDR },
+        { "/",         PART_ROLE_ROOT },
+        { "swap",      PART_ROLE_SWAP },
+        { "/home",     PART_ROLE_HOME },
+        { "/srv",      PART_ROLE_SRV },
+        { "/var",      PART_ROLE_VAR },
+        { "/var/tmp",  PART_ROLE_VAR_TMP },
+        /* clang-format on */
 };
 
 enum part_role part_role_from_mountpoint(const char *mountpoint)
@@ -231,7 +233,8 @@ int part_plan(const struct part_request *requests, size_t n, uint64_t disk_size,
         }
 
         /* The usable area ends on an alignment boundary before the backup GPT. */
-        usable_end = disk_size > PART_GPT_BACKUP_SIZE ? (disk_size - PART_GPT_BACKUP_SIZE) / PART_ALIGN * PART_ALIGN : 0;
+        usable_end =
+                disk_size > PART_GPT_BACKUP_SIZE ? (disk_size - PART_GPT_BACKUP_SIZE) / PART_ALIGN * PART_ALIGN : 0;
         if (usable_end < total) {
                 if (ret_needed)
                         *ret_needed = total + PART_ALIGN;

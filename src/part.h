@@ -36,23 +36,23 @@ struct part_request {
         uint64_t size;          /* minimum size in bytes */
         uint64_t max_size;      /* 0 = no limit */
         bool grow;
-        const char *fstype;     /* "ext4", "vfat", "swap", NULL for biosboot */
-        const char *label;      /* filesystem label and GPT name; NULL = default */
+        const char *fstype; /* "ext4", "vfat", "swap", NULL for biosboot */
+        const char *label;  /* filesystem label and GPT name; NULL = default */
 };
 
 struct part_entry {
-        unsigned number;        /* 1-based GPT slot */
+        unsigned number; /* 1-based GPT slot */
         enum part_role role;
         char *mountpoint;
-        char *fstype;           /* NULL for biosboot */
-        char *name;             /* GPT partition name */
-        char *label;            /* filesystem label, NULL when no filesystem */
+        char *fstype; /* NULL for biosboot */
+        char *name;   /* GPT partition name */
+        char *label;  /* filesystem label, NULL when no filesystem */
         id128_t type;
-        id128_t uuid;           /* GPT partition GUID */
-        id128_t fs_uuid;        /* filesystem UUID (FAT: first 32 bits are the volume id) */
-        id128_t hash_seed;      /* ext4 directory hash seed (mke2fs -E hash_seed=) */
-        uint64_t start;         /* bytes */
-        uint64_t size;          /* bytes */
+        id128_t uuid;      /* GPT partition GUID */
+        id128_t fs_uuid;   /* filesystem UUID (FAT: first 32 bits are the volume id) */
+        id128_t hash_seed; /* ext4 directory hash seed (mke2fs -E hash_seed=) */
+        uint64_t start;    /* bytes */
+        uint64_t size;     /* bytes */
         bool grow;
 };
 

@@ -14,9 +14,8 @@ static const struct {
         const char *prefix;
         const char *name;
 } crypt_algorithms[] = {
-        { "$y$", "yescrypt" },  { "$gy$", "gost-yescrypt" }, { "$7$", "scrypt" },
-        { "$2b$", "bcrypt" },   { "$2y$", "bcrypt" },        { "$6$", "sha512crypt" },
-        { "$5$", "sha256crypt" }, { "$1$", "md5crypt" },
+        { "$y$", "yescrypt" }, { "$gy$", "gost-yescrypt" }, { "$7$", "scrypt" },      { "$2b$", "bcrypt" },
+        { "$2y$", "bcrypt" },  { "$6$", "sha512crypt" },    { "$5$", "sha256crypt" }, { "$1$", "md5crypt" },
 };
 
 /* What the plan says of a password: the algorithm, "locked" or "none". */
@@ -36,7 +35,7 @@ static json_t *json_strv(char *const *l)
 {
         json_t *a = json_array();
 
-        STRV_FOREACH(i, l)
+        STRV_FOREACH (i, l)
                 json_array_append_new(a, json_string(*i));
         return a;
 }
@@ -75,20 +74,15 @@ static json_t *plan_partitions(const struct part_layout *l)
 
         for (size_t i = 0; i < l->n_entries; i++) {
                 const struct part_entry *e = &l->entries[i];
-                json_t *p = json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:b}",
-                                      "number", (json_int_t)e->number,
-                                      "role", part_role_to_string(e->role),
-                                      "mountpoint", e->mountpoint,
-                                      "name", e->name,
-                                      "type_uuid", json_uuid(&e->type),
-                                      "uuid", json_uuid(&e->uuid),
-                                      "start", json_u64(e->start),
-                                      "size", json_u64(e->size),
-                                      "grow", e->grow);
+                json_t *p = json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:b}", "number", (json_int_t)e->number,
+                                      "role", part_role_to_string(e->role), "mountpoint", e->mountpoint, "name",
+                                      e->name, "type_uuid", json_uuid(&e->type), "uuid", json_uuid(&e->uuid), "start",
+                                      json_u64(e->start), "size", json_u64(e->size), "grow", e->grow);
 
                 json_object_set_new(p, "fstype", json_str_or_null(e->fstype));
                 json_object_set_new(p, "label", json_str_or_null(e->label));
-                json_object_set_new(p, "fs_uuid", e->fstype && !streq(e->fstype, "swap") ? json_uuid(&e->fs_uuid) : json_null());
+                json_object_set_new(p, "fs_uuid",
+                                    e->fstype && !streq(e->fstype, "swap") ? json_uuid(&e->fs_uuid) : json_null());
                 if (e->fstype && strncmp(e->fstype, "ext", 3) == 0)
                         json_object_set_new(p, "hash_seed", json_uuid(&e->hash_seed));
                 if (e->fstype && streq(e->fstype, "vfat")) {
@@ -108,15 +102,12 @@ static json_t *plan_users(const struct kickstart *ks)
 
         for (size_t i = 0; ks && i < ks->n_users; i++) {
                 const struct ks_user *u = &ks->users[i];
-                json_t *o = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:s, s:I}",
-                                      "name", u->name,
-                                      "uid", u->has_uid ? json_integer(u->uid) : json_null(),
-                                      "gid", u->has_gid ? json_integer(u->gid) : json_null(),
-                                      "groups", json_strv(u->groups),
-                                      "shell", json_str_or_null(u->shell),
-                                      "homedir", json_str_or_null(u->homedir),
-                                      "password", password_summary(u->password_hash, u->lock),
-                                      "ssh_keys", (json_int_t)count_keys(ks, u->name));
+                json_t *o = json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:s, s:I}", "name", u->name, "uid",
+                                      u->has_uid ? json_integer(u->uid) : json_null(), "gid",
+                                      u->has_gid ? json_integer(u->gid) : json_null(), "groups", json_strv(u->groups),
+                                      "shell", json_str_or_null(u->shell), "homedir", json_str_or_null(u->homedir),
+                                      "password", password_summary(u->password_hash, u->lock), "ssh_keys",
+                                      (json_int_t)count_keys(ks, u->name));
                 json_array_append_new(a, o);
         }
         return a;
@@ -128,15 +119,11 @@ static json_t *plan_scripts(const struct kickstart *ks)
 
         for (size_t i = 0; ks && i < ks->n_scripts; i++) {
                 const struct ks_script *sc = &ks->scripts[i];
-                json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:b, s:b, s:o, s:I}",
-                                      "kind", "post",
-                                      "file", sc->loc.file,
-                                      "line", (json_int_t)sc->loc.line,
-                                      "interpreter", sc->interpreter ? sc->interpreter : "/bin/sh",
-                                      "chroot", !sc->nochroot,
-                                      "erroronfail", sc->erroronfail,
-                                      "log", json_str_or_null(sc->log),
-                                      "bytes", (json_int_t)strlen(sc->body ? sc->body : ""));
+                json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:b, s:b, s:o, s:I}", "kind", "post", "file", sc->loc.file,
+                                      "line", (json_int_t)sc->loc.line, "interpreter",
+                                      sc->interpreter ? sc->interpreter : "/bin/sh", "chroot", !sc->nochroot,
+                                      "erroronfail", sc->erroronfail, "log", json_str_or_null(sc->log), "bytes",
+                                      (json_int_t)strlen(sc->body ? sc->body : ""));
                 json_array_append_new(a, o);
         }
         return a;
@@ -169,105 +156,93 @@ json_t *spec_plan_to_json(const struct spec *s)
         else
                 json_object_set_new(inputs, "kickstart", json_null());
 
-        system = json_pack("{s:o, s:o, s:b, s:o, s:o, s:o, s:o}",
-                           "hostname", json_str_or_null(ks ? ks->hostname : NULL),
-                           "timezone", json_str_or_null(ks ? ks->timezone : NULL),
-                           "utc", ks ? ks->timezone_utc : false,
-                           "lang", json_str_or_null(ks ? ks->lang : NULL),
-                           "keyboard", json_str_or_null(ks ? ks->keyboard : NULL),
-                           "selinux", json_str_or_null(ks ? selinux_to_string(ks->selinux) : NULL),
-                           "firewall", !ks || ks->firewall < 0 ? json_null() : json_boolean(ks->firewall));
+        system = json_pack(
+                "{s:o, s:o, s:b, s:o, s:o, s:o, s:o}", "hostname", json_str_or_null(ks ? ks->hostname : NULL),
+                "timezone", json_str_or_null(ks ? ks->timezone : NULL), "utc", ks ? ks->timezone_utc : false, "lang",
+                json_str_or_null(ks ? ks->lang : NULL), "keyboard", json_str_or_null(ks ? ks->keyboard : NULL),
+                "selinux", json_str_or_null(ks ? selinux_to_string(ks->selinux) : NULL), "firewall",
+                !ks || ks->firewall < 0 ? json_null() : json_boolean(ks->firewall));
         json_object_set_new(system, "network",
-                            json_pack("{s:o, s:o, s:b}",
-                                      "bootproto", json_str_or_null(ks ? ks->network_bootproto : NULL),
-                                      "device", json_str_or_null(ks ? ks->network_device : NULL),
-                                      "activate", ks ? ks->network_activate : false));
+                            json_pack("{s:o, s:o, s:b}", "bootproto",
+                                      json_str_or_null(ks ? ks->network_bootproto : NULL), "device",
+                                      json_str_or_null(ks ? ks->network_device : NULL), "activate",
+                                      ks ? ks->network_activate : false));
 
         overlays = json_array();
         for (size_t i = 0; i < t->n_overlays; i++)
-                json_array_append_new(overlays, json_pack("{s:s, s:s}", "source", t->overlays[i].source,
-                                                          "destination", t->overlays[i].destination));
+                json_array_append_new(overlays, json_pack("{s:s, s:s}", "source", t->overlays[i].source, "destination",
+                                                          t->overlays[i].destination));
 
-        root = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:o}",
-                         "name", s->name,
-                         "version", s->version,
-                         "architecture", s->architecture,
-                         "boot_mode", boot_mode_to_string(s->boot_mode),
-                         "source_date_epoch", json_u64(s->source_date_epoch),
-                         "seed", hex_encode(s->seed, 32, hex),
-                         "inputs", inputs);
+        root = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:o}", "name", s->name, "version", s->version, "architecture",
+                         s->architecture, "boot_mode", boot_mode_to_string(s->boot_mode), "source_date_epoch",
+                         json_u64(s->source_date_epoch), "seed", hex_encode(s->seed, 32, hex), "inputs", inputs);
 
         json_object_set_new(root, "rootfs",
-                            json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:b}",
-                                      "source", rootfs_source_to_string(t->source),
-                                      "suite", json_str_or_null(t->suite),
-                                      "variant", json_str_or_null(t->variant),
-                                      "mirror", json_str_or_null(t->mirror),
-                                      "path", json_str_or_null(t->source_path),
-                                      "packages", json_strv(s->packages),
-                                      "packages_excluded", json_strv(s->packages_excluded),
-                                      "ignore_missing", ks ? ks->packages_ignoremissing : false));
+                            json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "source",
+                                      rootfs_source_to_string(t->source), "suite", json_str_or_null(t->suite),
+                                      "variant", json_str_or_null(t->variant), "mirror", json_str_or_null(t->mirror),
+                                      "path", json_str_or_null(t->source_path), "packages", json_strv(s->packages),
+                                      "packages_excluded", json_strv(s->packages_excluded), "ignore_missing",
+                                      ks ? ks->packages_ignoremissing : false));
         json_object_set_new(root, "kernel",
-                            json_pack("{s:o, s:o, s:o, s:s}",
-                                      "package", json_str_or_null(t->kernel_package),
-                                      "kernel", json_str_or_null(t->kernel),
-                                      "initrd", json_str_or_null(t->initrd),
-                                      "cmdline", s->cmdline));
+                            json_pack("{s:o, s:o, s:o, s:s}", "package", json_str_or_null(t->kernel_package), "kernel",
+                                      json_str_or_null(t->kernel), "initrd", json_str_or_null(t->initrd), "cmdline",
+                                      s->cmdline));
         json_object_set_new(root, "bootloader",
                             json_pack("{s:s, s:I}", "mode", boot_mode_to_string(s->boot_mode), "timeout",
                                       (json_int_t)(ks && ks->bootloader_timeout >= 0 ? (unsigned)ks->bootloader_timeout
                                                                                      : t->timeout)));
         json_object_set_new(root, "disk",
-                            json_pack("{s:o, s:I, s:o, s:o, s:o, s:o}",
-                                      "size", json_u64(s->layout->disk_size),
-                                      "sector_size", (json_int_t)PART_SECTOR_SIZE,
-                                      "uuid", json_uuid(&s->layout->disk_uuid),
-                                      "first_usable", json_u64(s->layout->first_usable),
-                                      "last_usable", json_u64(s->layout->last_usable),
-                                      "partitions", plan_partitions(s->layout)));
+                            json_pack("{s:o, s:I, s:o, s:o, s:o, s:o}", "size", json_u64(s->layout->disk_size),
+                                      "sector_size", (json_int_t)PART_SECTOR_SIZE, "uuid",
+                                      json_uuid(&s->layout->disk_uuid), "first_usable",
+                                      json_u64(s->layout->first_usable), "last_usable",
+                                      json_u64(s->layout->last_usable), "partitions", plan_partitions(s->layout)));
         json_object_set_new(root, "system", system);
-        json_object_set_new(root, "root",
-                            json_pack("{s:s, s:I}", "password",
-                                      ks && ks->rootpw_set ? password_summary(ks->rootpw_hash, ks->rootpw_lock) : "locked",
-                                      "ssh_keys", (json_int_t)count_keys(ks, "root")));
+        json_object_set_new(
+                root, "root",
+                json_pack("{s:s, s:I}", "password",
+                          ks && ks->rootpw_set ? password_summary(ks->rootpw_hash, ks->rootpw_lock) : "locked",
+                          "ssh_keys", (json_int_t)count_keys(ks, "root")));
         json_object_set_new(root, "users", plan_users(ks));
         json_object_set_new(root, "services",
-                            json_pack("{s:o, s:o}", "enabled", json_strv(ks ? ks->services_enabled : NULL),
-                                      "disabled", json_strv(ks ? ks->services_disabled : NULL)));
+                            json_pack("{s:o, s:o}", "enabled", json_strv(ks ? ks->services_enabled : NULL), "disabled",
+                                      json_strv(ks ? ks->services_disabled : NULL)));
         json_object_set_new(root, "scripts", plan_scripts(ks));
         json_object_set_new(root, "files", overlays);
         json_object_set_new(root, "outputs",
-                            json_pack("{s:s, s:s, s:s}", "format",
-                                      s->format == OUTPUT_FORMAT_QCOW2 ? "qcow2" : "raw", "image", s->output_image,
-                                      "manifest", s->output_manifest));
+                            json_pack("{s:s, s:s, s:s}", "format", s->format == OUTPUT_FORMAT_QCOW2 ? "qcow2" : "raw",
+                                      "image", s->output_image, "manifest", s->output_manifest));
         return root;
 }
 
 static void print_list(FILE *f, const char *title, char *const *l)
 {
-        fprintf(f, "%-12s", title);
+        fprintf(f, "%-11s", title);
         if (strv_length(l) == 0)
                 fputs(" (none)", f);
-        STRV_FOREACH(i, l)
+        STRV_FOREACH (i, l)
                 fprintf(f, " %s", *i);
         fputc('\n', f);
 }
 
-static void print_size(FILE *f, uint64_t bytes)
+/* Whole GiB or MiB in short form, else bytes; suffix marks a grown size. */
+static const char *format_size(uint64_t bytes, const char *suffix, char buf[static 32])
 {
         if (bytes % (UINT64_C(1) << 30) == 0)
-                fprintf(f, "%" PRIu64 "G", bytes >> 30);
+                snprintf(buf, 32, "%" PRIu64 "G%s", bytes >> 30, suffix);
         else if (bytes % (UINT64_C(1) << 20) == 0)
-                fprintf(f, "%" PRIu64 "M", bytes >> 20);
+                snprintf(buf, 32, "%" PRIu64 "M%s", bytes >> 20, suffix);
         else
-                fprintf(f, "%" PRIu64, bytes);
+                snprintf(buf, 32, "%" PRIu64 "%s", bytes, suffix);
+        return buf;
 }
 
 void spec_plan_print(const struct spec *s, FILE *f)
 {
         const struct template *t = s->template;
         const struct kickstart *ks = s->kickstart;
-        char a[ID128_STRING_MAX], b[ID128_STRING_MAX], c[ID128_STRING_MAX];
+        char a[ID128_STRING_MAX], b[ID128_STRING_MAX], c[ID128_STRING_MAX], size[32];
 
         fprintf(f, "image       %s %s (%s, boot %s)\n", s->name, s->version, s->architecture,
                 boot_mode_to_string(s->boot_mode));
@@ -285,18 +260,16 @@ void spec_plan_print(const struct spec *s, FILE *f)
                 print_list(f, "excluded", s->packages_excluded);
         fprintf(f, "cmdline     %s\n", s->cmdline);
 
-        fprintf(f, "disk        ");
-        print_size(f, s->layout->disk_size);
-        fprintf(f, " gpt %s\n", id128_to_string(&s->layout->disk_uuid, a));
-        fprintf(f, "  %-2s %-10s %-10s %10s %8s  %-6s %-12s %-36s %-36s %s\n", "#", "role", "mount", "start", "size",
+        fprintf(f, "disk        %s gpt %s\n", format_size(s->layout->disk_size, "", size),
+                id128_to_string(&s->layout->disk_uuid, a));
+        fprintf(f, "  %-2s %-9s %-10s %10s %-7s %-6s %-12s %-36s %-36s %s\n", "#", "role", "mount", "start", "size",
                 "fs", "label", "type", "uuid", "fs-uuid");
         for (size_t i = 0; i < s->layout->n_entries; i++) {
                 const struct part_entry *e = &s->layout->entries[i];
 
-                fprintf(f, "  %-2u %-10s %-10s %10" PRIu64 " ", e->number, part_role_to_string(e->role), e->mountpoint,
-                        e->start);
-                print_size(f, e->size);
-                fprintf(f, "%s  %-6s %-12s %-36s %-36s %s\n", e->grow ? "+" : " ", e->fstype ? e->fstype : "-",
+                fprintf(f, "  %-2u %-9s %-10s %10" PRIu64 " %-7s %-6s %-12s %-36s %-36s %s\n", e->number,
+                        part_role_to_string(e->role), e->mountpoint, e->start,
+                        format_size(e->size, e->grow ? "+" : "", size), e->fstype ? e->fstype : "-",
                         e->label ? e->label : "-", id128_to_string(&e->type, a), id128_to_string(&e->uuid, b),
                         e->fstype && !streq(e->fstype, "swap") ? id128_to_string(&e->fs_uuid, c) : "-");
         }

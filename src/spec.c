@@ -96,7 +96,8 @@ static int load_template(struct spec *s, const char *arg)
         int r = spec_resolve_input(arg, "templates", ".conf", &s->template_path);
 
         if (r == -ENOENT)
-                return log_error_errno(-EBADMSG, "no template '%s' (looked for '%s.conf' in $INGOT_DATA_PATH and '%s/templates')",
+                return log_error_errno(-EBADMSG,
+                                       "no template '%s' (looked for '%s.conf' in $INGOT_DATA_PATH and '%s/templates')",
                                        arg, arg, INGOT_DATADIR);
         if (r < 0)
                 return log_error_errno(r, "cannot resolve template '%s': %m", arg);
@@ -141,7 +142,8 @@ static int resolve_epoch(struct spec *s)
 
         if (env && *env) {
                 if (parse_uint64(env, &s->source_date_epoch) < 0)
-                        return log_error_errno(-EBADMSG, "invalid SOURCE_DATE_EPOCH '%s': expected seconds since 1970", env);
+                        return log_error_errno(-EBADMSG, "invalid SOURCE_DATE_EPOCH '%s': expected seconds since 1970",
+                                               env);
         } else if (s->template->has_source_date_epoch)
                 s->source_date_epoch = s->template->source_date_epoch;
         else
@@ -188,25 +190,30 @@ static int verify_kickstart_parts(const struct spec *s, struct part_request *req
                                                   ks->parts[j].loc.file, ks->parts[j].loc.line);
                 if (role == PART_ROLE_BIOS_BOOT) {
                         if (p->fstype)
-                                return log_syntax(p->loc.file, p->loc.line, "a biosboot partition has no filesystem; drop --fstype");
+                                return log_syntax(p->loc.file, p->loc.line,
+                                                  "a biosboot partition has no filesystem; drop --fstype");
                 } else if (!fstype_is_supported(fstype))
                         return log_syntax(p->loc.file, p->loc.line,
-                                          "--fstype=%s is not supported: ingot fills filesystems without mounting them (ext4, ext3, ext2, vfat, erofs, swap)",
+                                          "--fstype=%s is not supported: ingot fills filesystems without mounting them "
+                                          "(ext4, ext3, ext2, vfat, erofs, swap)",
                                           fstype);
                 if (role == PART_ROLE_ESP && !streq(fstype, "vfat"))
-                        return log_syntax(p->loc.file, p->loc.line, "the EFI system partition '%s' must be vfat, not %s",
-                                          p->mountpoint, fstype);
+                        return log_syntax(p->loc.file, p->loc.line,
+                                          "the EFI system partition '%s' must be vfat, not %s", p->mountpoint, fstype);
                 if (streq(fstype ? fstype : "", "erofs") && role != PART_ROLE_ROOT)
                         return log_syntax(p->loc.file, p->loc.line, "erofs is only supported for the root filesystem");
                 if (streq(fstype ? fstype : "", "swap") != (role == PART_ROLE_SWAP))
-                        return log_syntax(p->loc.file, p->loc.line, "swap partitions are 'part swap' with --fstype=swap");
+                        return log_syntax(p->loc.file, p->loc.line,
+                                          "swap partitions are 'part swap' with --fstype=swap");
                 if (p->label && fstype && p->label && strlen(p->label) > fstype_label_max(fstype))
-                        return log_syntax(p->loc.file, p->loc.line, "--label '%s' is longer than %s allows (%zu characters)",
-                                          p->label, fstype, fstype_label_max(fstype));
+                        return log_syntax(p->loc.file, p->loc.line,
+                                          "--label '%s' is longer than %s allows (%zu characters)", p->label, fstype,
+                                          fstype_label_max(fstype));
                 if (p->maxsize && p->maxsize < p->size)
                         return log_syntax(p->loc.file, p->loc.line, "--maxsize is smaller than --size");
                 if (p->size == 0 && !p->grow)
-                        return log_syntax(p->loc.file, p->loc.line, "partition '%s' needs --size or --grow", p->mountpoint);
+                        return log_syntax(p->loc.file, p->loc.line, "partition '%s' needs --size or --grow",
+                                          p->mountpoint);
                 if (role == PART_ROLE_ROOT)
                         root = p;
 
@@ -268,14 +275,17 @@ static int plan_layout(struct spec *s)
         if (want_bios && !requests_have(req, n, PART_ROLE_BIOS_BOOT))
                 all[n_all++] = (struct part_request){ .mountpoint = "biosboot", .size = t->bios_boot_size };
         if (want_uefi && !requests_have(req, n, PART_ROLE_ESP))
-                all[n_all++] = (struct part_request){ .mountpoint = "/boot/efi", .size = t->esp_size, .fstype = "vfat" };
+                all[n_all++] =
+                        (struct part_request){ .mountpoint = "/boot/efi", .size = t->esp_size, .fstype = "vfat" };
         memcpy(all + n_all, req, n * sizeof(*req));
         n_all += n;
 
         r = part_plan(all, n_all, t->disk_size, s->architecture, s->seed, &s->layout, &needed);
         if (r == -ENOSPC) {
                 unsigned line = template_key_line(t, "Disk", "Size");
-                return log_syntax(t->path, line, "the disk (Size=%" PRIu64 " bytes) is too small for its partitions: they need %" PRIu64 " bytes",
+                return log_syntax(t->path, line,
+                                  "the disk (Size=%" PRIu64
+                                  " bytes) is too small for its partitions: they need %" PRIu64 " bytes",
                                   t->disk_size, needed);
         }
         if (r < 0)
@@ -283,16 +293,12 @@ static int plan_layout(struct spec *s)
         return 0;
 }
 
-static int verify_identity(const struct spec *s)
+static int verify_sshkeys(const struct spec *s)
 {
         const struct kickstart *ks = s->kickstart;
 
         if (!ks)
                 return 0;
-        for (size_t i = 0; i < ks->n_users; i++)
-                if (streq(ks->users[i].name, "root"))
-                        return log_syntax(ks->users[i].loc.file, ks->users[i].loc.line,
-                                          "'user --name=root' cannot change root; use rootpw and sshkey --username=root");
         for (size_t i = 0; i < ks->n_sshkeys; i++) {
                 const struct ks_sshkey *k = &ks->sshkeys[i];
                 bool known = streq(k->username, "root");
@@ -317,13 +323,13 @@ static int resolve_packages(struct spec *s)
                 return log_error_errno(r, "out of memory");
         if (!ks)
                 return 0;
-        STRV_FOREACH(p, ks->packages)
+        STRV_FOREACH (p, ks->packages)
                 if (!strv_contains(s->packages, *p)) {
                         r = strv_extend(&s->packages, *p);
                         if (r < 0)
                                 return log_error_errno(r, "out of memory");
                 }
-        STRV_FOREACH(p, ks->packages_excluded) {
+        STRV_FOREACH (p, ks->packages_excluded) {
                 strv_remove(s->packages, *p);
                 r = strv_extend(&s->packages_excluded, *p);
                 if (r < 0)
@@ -394,7 +400,9 @@ int spec_load(const struct spec_options *o, struct spec **ret)
                 return log_error_errno(-EBADMSG, "no image version: give --version or set Version= in [Image] of '%s'",
                                        s->template_path);
         if (!spec_version_is_valid(version))
-                return log_error_errno(-EBADMSG, "invalid version '%s': use lower-case letters, digits, '.', '_' and '-' (as os-release IMAGE_VERSION)",
+                return log_error_errno(-EBADMSG,
+                                       "invalid version '%s': use lower-case letters, digits, '.', '_' and '-' (as "
+                                       "os-release IMAGE_VERSION)",
                                        version);
         s->version = strdup(version);
         s->name = strdup(s->template->name);
@@ -406,8 +414,10 @@ int spec_load(const struct spec_options *o, struct spec **ret)
         if (o->kickstart) {
                 r = spec_resolve_input(o->kickstart, "kickstart", ".ks", &s->kickstart_path);
                 if (r == -ENOENT)
-                        return log_error_errno(-EBADMSG, "no kickstart '%s' (looked for '%s.ks' in $INGOT_DATA_PATH and '%s/kickstart')",
-                                               o->kickstart, o->kickstart, INGOT_DATADIR);
+                        return log_error_errno(
+                                -EBADMSG,
+                                "no kickstart '%s' (looked for '%s.ks' in $INGOT_DATA_PATH and '%s/kickstart')",
+                                o->kickstart, o->kickstart, INGOT_DATADIR);
                 if (r < 0)
                         return log_error_errno(r, "cannot resolve kickstart '%s': %m", o->kickstart);
                 salt_seed(s->template, s->version, salt);
@@ -422,7 +432,7 @@ int spec_load(const struct spec_options *o, struct spec **ret)
                 return r;
         build_seed(s);
 
-        r = verify_identity(s);
+        r = verify_sshkeys(s);
         if (r < 0)
                 return r;
         r = plan_layout(s);

@@ -38,12 +38,12 @@ struct spec {
         char *architecture;
         enum boot_mode boot_mode;
         uint64_t source_date_epoch;
-        uint8_t seed[32];            /* SHA-256 over every input; all ids derive from it */
+        uint8_t seed[32]; /* SHA-256 over every input; all ids derive from it */
 
         struct part_layout *layout;
-        char **packages;             /* template's plus %packages, minus exclusions */
+        char **packages; /* template's plus %packages, minus exclusions */
         char **packages_excluded;
-        char *cmdline;               /* full kernel command line, root= included */
+        char *cmdline; /* full kernel command line, root= included */
 
         enum output_format format;
         char *output_dir;

@@ -1,6 +1,8 @@
 /* Templates: the base OS, read from a systemd-style INI file with inih.
  * Keys live in one table in template.c; template_load() fills struct
- * template and checks each value's form, spec.c checks cross-field rules. */
+ * template, checks each value's form and the rules between the template's
+ * own keys; spec.c checks the template against the kickstart and the
+ * layout. docs/templates.md describes every key. */
 #pragma once
 
 #include <stdbool.h>
@@ -30,47 +32,48 @@ enum boot_mode boot_mode_from_string(const char *s);
 
 /* Where a key was set, for messages from the verify pass. 0 = not set. */
 struct template_overlay {
-        char *source;      /* path, relative ones resolved against the template's directory */
+        char *source;      /* path, relative ones made absolute against the template's directory */
         char *destination; /* absolute path in the image */
         unsigned line;
 };
 
-struct template {
+struct template
+{
         char *path;         /* as given */
         uint8_t digest[32]; /* SHA-256 of the file's bytes */
 
         /* [Image] */
         char *name;
-        char *version;        /* default version, may be NULL */
-        char *architecture;   /* "x86-64" (default) or "arm64" */
+        char *version;      /* default version, may be NULL */
+        char *architecture; /* "x86-64" (default) or "arm64" */
         char *description;
         bool has_source_date_epoch;
         uint64_t source_date_epoch;
 
         /* [Rootfs] */
         enum rootfs_source source;
-        char *suite;          /* mmdebstrap */
-        char *variant;        /* mmdebstrap, default "minbase" */
-        char *mirror;         /* NULL = read from the host's apt sources */
-        char *source_path;    /* tarball or directory */
-        char **packages;      /* strv */
+        char *suite;       /* mmdebstrap; busybox (optional) */
+        char *variant;     /* mmdebstrap, default "minbase"; NULL for other sources */
+        char *mirror;      /* NULL = read from the host's apt sources */
+        char *source_path; /* tarball or directory; relative ones made absolute against the template's directory */
+        char **packages;   /* strv */
 
         /* [Kernel] */
         char *kernel_package; /* Debian package the kernel and initrd come from */
         char *kernel;         /* path inside the tree, or NULL = newest /boot/vmlinuz-* */
         char *initrd;
-        char *cmdline;        /* kernel command line, without root= */
+        char *cmdline; /* kernel command line, without root= */
 
         /* [Boot] */
-        enum boot_mode boot_mode;
-        unsigned timeout;     /* bootloader menu timeout in seconds */
+        enum boot_mode boot_mode; /* never INVALID after loading: both on x86-64, uefi on arm64 */
+        unsigned timeout;         /* bootloader menu timeout in seconds */
 
         /* [Disk] */
-        uint64_t disk_size;   /* bytes */
-        char *root_fstype;    /* "ext4" (default), "erofs" */
-        uint64_t esp_size;    /* bytes */
+        uint64_t disk_size;      /* bytes */
+        char *root_fstype;       /* "ext4" (default), "erofs" */
+        uint64_t esp_size;       /* bytes */
         uint64_t bios_boot_size; /* bytes */
-        uint64_t root_size;   /* bytes; 0 = grow to fill the disk */
+        uint64_t root_size;      /* bytes; 0 = grow to fill the disk */
 
         /* [Files] */
         struct template_overlay *overlays;

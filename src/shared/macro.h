@@ -17,18 +17,18 @@
 
 /* Hand a pointer on: returns it and leaves NULL behind, so the cleanup
  * attribute of the old owner does nothing. */
-#define TAKE_PTR(p)                  \
-        ({                           \
-                typeof(p) _p_ = (p); \
-                (p) = NULL;          \
-                _p_;                 \
+#define TAKE_PTR(p)                                                                                                    \
+        ({                                                                                                             \
+                typeof(p) _p_ = (p);                                                                                   \
+                (p) = NULL;                                                                                            \
+                _p_;                                                                                                   \
         })
 
-#define TAKE_FD(fd)                \
-        ({                         \
-                int _fd_ = (fd);   \
-                (fd) = -1;         \
-                _fd_;              \
+#define TAKE_FD(fd)                                                                                                    \
+        ({                                                                                                             \
+                int _fd_ = (fd);                                                                                       \
+                (fd) = -1;                                                                                             \
+                _fd_;                                                                                                  \
         })
 
 /* Accepts NULL, returns NULL, so "p = x_free(p);" reads as one step. */
@@ -63,11 +63,11 @@ static inline void closep(int *fd)
 #define _cleanup_close_ _cleanup_(closep)
 
 /* Defines a cleanup function "namep" for a type with its own destructor. */
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func) \
-        static inline void func##p(type *p)     \
-        {                                       \
-                if (*p)                         \
-                        func(*p);               \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                                        \
+        static inline void func##p(type *p)                                                                            \
+        {                                                                                                              \
+                if (*p)                                                                                                \
+                        func(*p);                                                                                      \
         }
 
 static inline const char *strna(const char *s)

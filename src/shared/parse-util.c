@@ -34,10 +34,18 @@ int parse_size(const char *s, uint64_t unit, uint64_t *ret)
         } table[] = {
                 { "", 0 }, /* bare number: the caller's unit */
                 { "B", 1ULL },
-                { "K", 1ULL << 10 }, { "KB", 1ULL << 10 }, { "KiB", 1ULL << 10 },
-                { "M", 1ULL << 20 }, { "MB", 1ULL << 20 }, { "MiB", 1ULL << 20 },
-                { "G", 1ULL << 30 }, { "GB", 1ULL << 30 }, { "GiB", 1ULL << 30 },
-                { "T", 1ULL << 40 }, { "TB", 1ULL << 40 }, { "TiB", 1ULL << 40 },
+                { "K", 1ULL << 10 },
+                { "KB", 1ULL << 10 },
+                { "KiB", 1ULL << 10 },
+                { "M", 1ULL << 20 },
+                { "MB", 1ULL << 20 },
+                { "MiB", 1ULL << 20 },
+                { "G", 1ULL << 30 },
+                { "GB", 1ULL << 30 },
+                { "GiB", 1ULL << 30 },
+                { "T", 1ULL << 40 },
+                { "TB", 1ULL << 40 },
+                { "TiB", 1ULL << 40 },
         };
         uint64_t v = 0;
         const char *p = s;

@@ -18,7 +18,7 @@ size_t strv_length(char *const *l)
 
 bool strv_contains(char *const *l, const char *s)
 {
-        STRV_FOREACH(i, l)
+        STRV_FOREACH (i, l)
                 if (streq(*i, s))
                         return true;
         return false;
@@ -49,7 +49,7 @@ int strv_extend(char ***l, const char *s)
 
 int strv_extend_strv(char ***l, char *const *other)
 {
-        STRV_FOREACH(i, other) {
+        STRV_FOREACH (i, other) {
                 int r = strv_extend(l, *i);
                 if (r < 0)
                         return r;

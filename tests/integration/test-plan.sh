@@ -22,7 +22,9 @@ for combo in busybox:web-server busybox:minimal busybox: debian-12:web-server de
         diff -u "$exp" "$work/out" || fail "$t+$k: the plan differs from $(basename "$exp")"
 
         # the text form names the same partitions
-        expect_exit 0 "$INGOT" "${args[@]/--json/}"
+        text_args=()
+        for a in "${args[@]}"; do [[ $a == --json ]] || text_args+=("$a"); done
+        expect_exit 0 "$INGOT" "${text_args[@]}"
         for uuid in $(jq -r '.disk.partitions[].uuid' "$work/first"); do
                 expect_out "$uuid"
         done
@@ -49,14 +51,14 @@ jq -e '
 # by name, from anywhere: the same layout and ids as by path
 cd "$work"
 expect_exit 0 "$INGOT" build --dry-run -t busybox -k web-server --version 1.0.0 --json
-jq -S 'del(.inputs)' "$work/out" >"$work/byname"
-jq -S 'del(.inputs)' "$p" | diff -u - "$work/byname" || fail "by name and by path differ"
+jq -S 'del(.inputs, .scripts[].file)' "$work/out" >"$work/byname"
+jq -S 'del(.inputs, .scripts[].file)' "$p" | diff -u - "$work/byname" || fail "by name and by path differ"
 
 # another version, another seed: every id changes, the layout does not
 cd "$data"
 expect_exit 0 "$INGOT" build --dry-run -t templates/busybox.conf -k kickstart/web-server.ks --version 1.0.1 --json
-[[ $(jq -r .disk.uuid "$work/out") != $(jq -r .disk.uuid "$p") ]] || fail "the disk GUID did not change with the version"
-[[ $(jq -c '[.disk.partitions[] | .start, .size]' "$work/out") == $(jq -c '[.disk.partitions[] | .start, .size]' "$p") ]] ||
+[[ $(jq -r .disk.uuid "$work/out") != "$(jq -r .disk.uuid "$p")" ]] || fail "the disk GUID did not change with the version"
+[[ $(jq -c '[.disk.partitions[] | .start, .size]' "$work/out") == "$(jq -c '[.disk.partitions[] | .start, .size]' "$p")" ]] ||
         fail "the layout changed with the version"
 
 # SOURCE_DATE_EPOCH from the environment wins over the template's

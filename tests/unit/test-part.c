@@ -85,8 +85,7 @@ static void test_alignment_and_order(void **state)
                 assert_int_equal(l->entries[i].start % MiB, 0);
                 assert_int_equal(l->entries[i].size % MiB, 0);
                 if (i > 0)
-                        assert_int_equal(l->entries[i].start,
-                                         l->entries[i - 1].start + l->entries[i - 1].size);
+                        assert_int_equal(l->entries[i].start, l->entries[i - 1].start + l->entries[i - 1].size);
         }
         assert_int_equal(l->entries[0].size, 301 * MiB); /* rounded up, never down */
         assert_string_equal(l->entries[0].name, "rootfs");
@@ -107,8 +106,8 @@ static void test_grow_shares_and_maxsize(void **state)
 
         /* usable: 1023 - 1 = 1022 MiB; fixed 300 MiB; 722 MiB to share */
         assert_int_equal(part_plan(req, 3, GiB, "x86-64", seed, &l, NULL), 0);
-        assert_int_equal(l->entries[0].size, 150 * MiB);  /* capped at --maxsize */
-        assert_int_equal(l->entries[2].size, 100 * MiB);  /* not growing */
+        assert_int_equal(l->entries[0].size, 150 * MiB); /* capped at --maxsize */
+        assert_int_equal(l->entries[2].size, 100 * MiB); /* not growing */
         /* what the capped one could not take went to the other */
         assert_int_equal(l->entries[1].start + l->entries[1].size + 100 * MiB, l->last_usable);
         assert_uuid(&l->entries[1].type, "3b8f8425-20e0-4f3b-907f-1a25a76f98e8");

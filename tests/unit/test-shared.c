@@ -104,10 +104,10 @@ static void test_id128_derive(void **state)
         id128_derive(key, "disk-uuid", 9, &a);
         id128_derive(key, "disk-uuid", 9, &b);
         id128_derive(other, "disk-uuid", 9, &c);
-        assert_true(id128_equal(&a, &b));   /* deterministic */
-        assert_false(id128_equal(&a, &c));  /* depends on the key */
+        assert_true(id128_equal(&a, &b));  /* deterministic */
+        assert_false(id128_equal(&a, &c)); /* depends on the key */
         id128_derive(key, "disk-uuiD", 9, &c);
-        assert_false(id128_equal(&a, &c));  /* and on the data */
+        assert_false(id128_equal(&a, &c)); /* and on the data */
         /* a version-4, RFC 4122 variant UUID */
         id128_to_string(&a, buf);
         assert_int_equal(buf[14], '4');
@@ -146,12 +146,9 @@ static void test_fileio(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_parse_size),
-                cmocka_unit_test(test_parse_uint64_boolean),
-                cmocka_unit_test(test_strv),
-                cmocka_unit_test(test_id128_roundtrip),
-                cmocka_unit_test(test_id128_derive),
-                cmocka_unit_test(test_fileio),
+                cmocka_unit_test(test_parse_size),   cmocka_unit_test(test_parse_uint64_boolean),
+                cmocka_unit_test(test_strv),         cmocka_unit_test(test_id128_roundtrip),
+                cmocka_unit_test(test_id128_derive), cmocka_unit_test(test_fileio),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

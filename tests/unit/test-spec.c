@@ -23,22 +23,21 @@ struct fixture {
         FILE *log;
 };
 
-static const char base_template[] =
-        "[Image]\n"
-        "Name=test\n"
-        "SourceDateEpoch=1700000000\n"
-        "[Rootfs]\n"
-        "Source=mmdebstrap\n"
-        "Suite=bookworm\n"
-        "Packages=systemd linux-image-amd64 vim\n"
-        "[Kernel]\n"
-        "Package=linux-image-amd64\n"
-        "CommandLine=console=ttyS0\n"
-        "[Boot]\n"
-        "Mode=both\n"
-        "[Disk]\n"
-        "Size=1G\n"
-        "EspSize=64M\n";
+static const char base_template[] = "[Image]\n"
+                                    "Name=test\n"
+                                    "SourceDateEpoch=1700000000\n"
+                                    "[Rootfs]\n"
+                                    "Source=mmdebstrap\n"
+                                    "Suite=bookworm\n"
+                                    "Packages=systemd linux-image-amd64 vim\n"
+                                    "[Kernel]\n"
+                                    "Package=linux-image-amd64\n"
+                                    "CommandLine=console=ttyS0\n"
+                                    "[Boot]\n"
+                                    "Mode=both\n"
+                                    "[Disk]\n"
+                                    "Size=1G\n"
+                                    "EspSize=64M\n";
 
 static int setup(void **state)
 {
@@ -145,16 +144,15 @@ static void test_kickstart_layout_and_packages(void **state)
         struct fixture *f = *state;
         _cleanup_(spec_freep) struct spec *s = NULL;
         char uuid[ID128_STRING_MAX];
-        const char *ks =
-                "part / --size=300 --fstype=ext4 --label=rootfs\n"
-                "part /var --size=100 --grow\n"
-                "part swap --size=64 --fstype=swap\n"
-                "bootloader --append=\"quiet splash\"\n"
-                "rootpw --lock\n"
-                "%packages\n"
-                "nginx\n"
-                "-vim\n"
-                "%end\n";
+        const char *ks = "part / --size=300 --fstype=ext4 --label=rootfs\n"
+                         "part /var --size=100 --grow\n"
+                         "part swap --size=64 --fstype=swap\n"
+                         "bootloader --append=\"quiet splash\"\n"
+                         "rootpw --lock\n"
+                         "%packages\n"
+                         "nginx\n"
+                         "-vim\n"
+                         "%end\n";
 
         assert_int_equal(load(f, base_template, ks, "1.0.0", &s), 0);
         /* the boot partitions the mode needs come first, then the kickstart's */
@@ -255,16 +253,16 @@ static void test_cross_checks(void **state)
         expect_error(f, base_template, "part / --size=100\npart /var --size=10\npart / --size=5\n",
                      "k.ks:3: duplicate partition for '/'", "k.ks:1");
         expect_error(f, base_template, "part / --size=100 --fstype=xfs\n", "k.ks:1:", "--fstype=xfs is not supported");
-        expect_error(f, base_template, "part / --size=100\npart /boot/efi --size=64 --fstype=ext4\n", "k.ks:2:",
-                     "must be vfat");
+        expect_error(f, base_template, "part / --size=100\npart /boot/efi --size=64 --fstype=ext4\n",
+                     "k.ks:2:", "must be vfat");
         expect_error(f, base_template, "part /var --size=100\n", "k.ks:1:", "no root partition");
-        expect_error(f, base_template, "part / --size=100\npart biosboot --size=1 --fstype=ext4\n", "k.ks:2:",
-                     "biosboot");
+        expect_error(f, base_template, "part / --size=100\npart biosboot --size=1 --fstype=ext4\n",
+                     "k.ks:2:", "biosboot");
         expect_error(f, base_template, "part / --size=100 --label=a-label-far-too-long\n", "k.ks:1:", "longer than");
         expect_error(f, base_template, "part / --size=900\npart /var --size=200\n", "t.conf:14:", "too small");
-        expect_error(f, base_template, "user --name=ops\nsshkey --username=nobody \"ssh-ed25519 AAAA\"\n", "k.ks:2:",
-                     "unknown user 'nobody'");
-        expect_error(f, base_template, "user --name=root\n", "k.ks:1:", "cannot change root");
+        expect_error(f, base_template, "user --name=ops\nsshkey --username=nobody \"ssh-ed25519 AAAA\"\n",
+                     "k.ks:2:", "unknown user 'nobody'");
+        expect_error(f, base_template, "user --name=root\n", "k.ks:1:", "use 'rootpw'");
 }
 
 static void test_missing_inputs(void **state)

@@ -1,0 +1,68 @@
+# Malformed kickstarts and templates through the installed ingot: each is one
+# "file:line: message" on stderr and exit code 2, and nothing on stdout.
+source "$(dirname "$0")/lib.sh"
+
+tmpl=$data/templates/busybox.conf
+build() { expect_exit 2 "$INGOT" build --dry-run --version 1.0.0 "$@"; }
+
+check_ks() { # name, expected line, message regex; the kickstart is $work/NAME.ks
+        build -t "$tmpl" -k "$work/$1.ks"
+        expect_one_error_line
+        expect_err "^$work/[a-z0-9-]+\.ks:$2: $3"
+        [[ ! -s $work/out ]] || fail "$1: a plan was printed for bad input"
+}
+
+printf 'rootpw --lock\nuser --name "ops\n' >"$work/unterminated.ks"
+check_ks unterminated 2 'unterminated'
+printf 'part / --size=64 --frobnicate\n' >"$work/unknown-option.ks"
+check_ks unknown-option 1 "unknown option '--frobnicate' for 'part'"
+printf 'rootpw --lock\n%%packages\nnginx\n' >"$work/no-end.ks"
+check_ks no-end 2 "missing %end"
+printf 'rootpw --lock\n%%include b.ks\n' >"$work/a.ks"
+printf '%%include a.ks\n' >"$work/b.ks"
+build -t "$tmpl" -k "$work/a.ks"
+expect_one_error_line
+expect_err "^$work/b\.ks:1: include cycle"
+{ printf 'rootpw --lock\nlang '; head -c 1048576 /dev/zero | tr '\0' x; printf '\n'; } >"$work/long.ks"
+check_ks long 2 'line too long'
+printf 'rootpw --lock\n\x00\x01\xff\xfe garbage\n' >"$work/binary.ks"
+check_ks binary 2 'binary data'
+: >"$work/empty.ks"
+build -t "$tmpl" -k "$work/empty.ks"
+expect_one_error_line
+expect_err "^$work/empty\.ks(:1)?: empty kickstart"
+printf 'rootpw --lock\nurl --url http://example.org/\n' >"$work/unsupported.ks"
+check_ks unsupported 2 "unsupported kickstart command 'url'"
+printf '%%pre\necho hi\n%%end\n' >"$work/pre.ks"
+check_ks pre 1 "'%pre' is not supported"
+printf 'timezone UTC\nlang C\ntimezone Etc/UTC\n' >"$work/duplicate.ks"
+check_ks duplicate 3 "duplicate 'timezone' command \(first at $work/duplicate\.ks:1\)"
+printf 'part / --size=64\npart / --size=32\n' >"$work/duplicate-part.ks"
+check_ks duplicate-part 2 "duplicate partition for '/'"
+
+# a harmless command is a warning, and the plan is still printed
+printf 'rootpw --lock\nreboot\n' >"$work/reboot.ks"
+expect_exit 0 "$INGOT" build --dry-run --version 1.0.0 -t "$tmpl" -k "$work/reboot.ks"
+expect_err "^$work/reboot\.ks:2: warning: ignoring 'reboot'"
+expect_out '^image +busybox 1\.0\.0'
+
+check_tmpl() { # name, line, message regex; the template is $work/NAME.conf
+        build -t "$work/$1.conf"
+        expect_one_error_line
+        expect_err "^$work/$1\.conf:$2: $3"
+        [[ ! -s $work/out ]] || fail "$1: a plan was printed for bad input"
+}
+printf '[Image]\nName=t\nColour=blue\n' >"$work/unknown-key.conf"
+check_tmpl unknown-key 3 "unknown key 'Colour' in section \[Image\]"
+printf '[Image\nName=t\n' >"$work/header.conf"
+check_tmpl header 1 'unterminated section header'
+printf '[Image]\nName=t\n[Rootfs]\nSource=busybox\n[Disk]\nSize=12Q\n' >"$work/size.conf"
+check_tmpl size 6 "invalid Size= '12Q'"
+{ printf '[Image]\nDescription='; head -c 100000 /dev/zero | tr '\0' x; printf '\n'; } >"$work/long.conf"
+check_tmpl long 2 'line too long'
+printf '[Image]\n\x00\x7f\xff\n' >"$work/binary.conf"
+check_tmpl binary 2 'binary data'
+: >"$work/empty.conf"
+build -t "$work/empty.conf"
+expect_one_error_line
+expect_err "^$work/empty\.conf: "
