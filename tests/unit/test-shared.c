@@ -14,6 +14,7 @@
 #include "shared/fileio.h"
 #include "shared/id128.h"
 #include "shared/parse-util.h"
+#include "shared/run.h"
 #include "shared/strv.h"
 
 static void test_parse_size(void **state)
@@ -143,12 +144,51 @@ static void test_fileio(void **state)
         assert_int_equal(rmdir(dir), 0); /* no temporary file left behind */
 }
 
+static void test_run_argv(void **state)
+{
+        _cleanup_free_ char *out = NULL, *err = NULL;
+        char line[64];
+
+        {
+                const char *argv[] = { "sh", "-c", "echo out; echo err1 >&2; echo err2 >&2; exit 3", NULL };
+                assert_int_equal(run_argv(argv, NULL, &out, &err), 3);
+                assert_string_equal(out, "out\n");
+                assert_string_equal(err, "err1\nerr2\n");
+                assert_string_equal(run_output_line(err, true, line, sizeof(line)), "err2");
+                assert_string_equal(run_output_line(err, false, line, sizeof(line)), "err1");
+        }
+        out = x_free(out);
+        {
+                /* the environment is extended, the argument is not re-split */
+                const char *env[] = { "INGOT_T=a b", NULL };
+                const char *argv[] = { "printenv", "INGOT_T", NULL };
+                struct run_options o = { .env = env };
+                assert_int_equal(run_argv(argv, &o, &out, NULL), 0);
+                assert_string_equal(out, "a b\n");
+        }
+        {
+                const char *argv[] = { "ingot-no-such-program", NULL };
+                assert_int_equal(run_argv(argv, NULL, NULL, NULL), -ENOENT);
+        }
+        {
+                const char *argv[] = { "sh", "-c", "kill -TERM $$", NULL };
+                assert_int_equal(run_argv(argv, NULL, NULL, NULL), 128 + 15);
+        }
+        {
+                /* the timeout kills the whole process group, grandchildren too */
+                const char *argv[] = { "sh", "-c", "sleep 30 & sleep 30", NULL };
+                struct run_options o = { .timeout_sec = 1 };
+                assert_int_equal(run_argv(argv, &o, NULL, NULL), -ETIMEDOUT);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_size),   cmocka_unit_test(test_parse_uint64_boolean),
                 cmocka_unit_test(test_strv),         cmocka_unit_test(test_id128_roundtrip),
                 cmocka_unit_test(test_id128_derive), cmocka_unit_test(test_fileio),
+                cmocka_unit_test(test_run_argv),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
