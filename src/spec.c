@@ -246,7 +246,6 @@ static int plan_layout(struct spec *s)
         const struct template *t = s->template;
         const struct kickstart *ks = s->kickstart;
         bool want_bios = s->boot_mode == BOOT_MODE_BIOS || s->boot_mode == BOOT_MODE_BOTH;
-        bool want_uefi = s->boot_mode == BOOT_MODE_UEFI || s->boot_mode == BOOT_MODE_BOTH;
         size_t n_ks = ks && !ks->autopart ? ks->n_parts : 0;
         _cleanup_free_ struct part_request *req = NULL, *all = NULL;
         size_t n = 0, n_all = 0;
@@ -270,11 +269,13 @@ static int plan_layout(struct spec *s)
                         .fstype = t->root_fstype,
                 };
 
-        /* The boot partitions the boot mode needs come first, whether the
-         * kickstart named them or not (as "reqpart" would add them). */
+        /* The boot partitions come first, whether the kickstart named them
+         * or not (as "reqpart" would add them). */
         if (want_bios && !requests_have(req, n, PART_ROLE_BIOS_BOOT))
                 all[n_all++] = (struct part_request){ .mountpoint = "biosboot", .size = t->bios_boot_size };
-        if (want_uefi && !requests_have(req, n, PART_ROLE_ESP))
+        /* The ESP holds the kernel and initrd in every mode: systemd-boot
+         * reads them for UEFI, syslinux (installed into the same FAT) for BIOS. */
+        if (!requests_have(req, n, PART_ROLE_ESP))
                 all[n_all++] =
                         (struct part_request){ .mountpoint = "/boot/efi", .size = t->esp_size, .fstype = "vfat" };
         memcpy(all + n_all, req, n * sizeof(*req));

@@ -1,0 +1,18 @@
+/* The disk stage: a sparse image file with the spec's GPT (written with
+ * libparted, then given the spec's derived GUIDs and DPS type GUIDs) and
+ * every filesystem created and filled on the host without mounting:
+ * ext4 with mke2fs -d from the root tar, vfat with mkfs.vfat + mcopy from a
+ * staging directory, swap with mkswap. Filesystem types are an ops table. */
+#pragma once
+
+#include "spec.h"
+
+struct disk_inputs {
+        const char *root_tar; /* contents of the root filesystem (tar, numeric owners) */
+        const char *esp_dir;  /* contents of the ESP (a staging directory); NULL = empty */
+};
+
+/* Writes the whole image to path (which must not exist; the caller renames
+ * it into place). On failure logs, removes path and returns a negative
+ * errno (-ENOSPC when the content does not fit its partition). */
+int disk_build(const struct spec *s, const struct disk_inputs *in, const char *path);
