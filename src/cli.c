@@ -16,14 +16,45 @@ static const struct command commands[] = {
                 .fn = cmd_build,
                 .min_args = 0,
                 .max_args = 0,
-                .usage = "build -t TEMPLATE [-k KICKSTART] [--version V] [-o DIR] [--format raw|qcow2] --dry-run",
-                .summary = "resolve a template and a kickstart into a build plan",
+                .usage = "build -t TEMPLATE [-k KICKSTART] [--version V] [-o DIR] [--format raw|qcow2] [--dry-run]",
+                .summary = "build a bootable disk image from a template and a kickstart",
                 .help = "  -t, --template T     template: a path, or a name in the template directory\n"
                         "  -k, --kickstart K    kickstart: a path, or a name in the kickstart directory\n"
                         "      --version V      image version ([0-9a-z._-]; default: the template's Version=)\n"
                         "  -o, --output DIR     where the image and manifest go (default: .)\n"
                         "      --format F       raw (default) or qcow2\n"
-                        "  -n, --dry-run        print the plan and stop (required in this release)\n",
+                        "  -n, --dry-run        print the plan and stop\n"
+                        "      --cache-dir DIR  where bootstrapped roots are cached (default: $XDG_CACHE_HOME/ingot)\n",
+        },
+        {
+                .name = "inspect",
+                .fn = cmd_inspect,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "inspect IMAGE [--no-os | --require-os] [--os-timeout SEC]",
+                .summary = "show an image's partitions, filesystems and OS",
+                .help = "      --no-os          skip the OS inspection (libguestfs): fast, no VM\n"
+                        "      --require-os     fail (exit 1) when the OS cannot be inspected\n"
+                        "      --os-timeout SEC give libguestfs at most SEC seconds (default: 300)\n"
+                        "      --json           print the report as JSON\n",
+        },
+        {
+                .name = "boot",
+                .fn = cmd_boot,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "boot IMAGE [--firmware uefi|bios] [--timeout SEC] [--memory MiB] [--console | --keep] "
+                         "[--serial-log FILE]",
+                .summary = "boot an image in a test VM and wait for its ready line",
+                .help = "      --firmware F     uefi (default when OVMF is installed), bios or auto\n"
+                        "      --timeout SEC    give up after SEC seconds (default: 300 under tcg, 60 with kvm)\n"
+                        "      --memory MiB     guest memory (default: 512)\n"
+                        "      --cpus N         guest CPUs (default: 1)\n"
+                        "      --accel A        kvm, tcg or auto (default: probe kvm, fall back to tcg)\n"
+                        "      --console        serial console on this terminal instead of a log\n"
+                        "      --keep           leave the VM running; print its pid and QMP socket\n"
+                        "      --serial-log F   keep a copy of the serial console output in F\n"
+                        "      --json           print the result as JSON\n",
         },
         {
                 .name = "help",

@@ -43,3 +43,5 @@ void cli_print_verb_help(const char *verb);
 int cli_exit_code(int r);
 
 int cmd_build(int argc, char **argv, const struct cli_context *ctx);
+int cmd_boot(int argc, char **argv, const struct cli_context *ctx);
+int cmd_inspect(int argc, char **argv, const struct cli_context *ctx);

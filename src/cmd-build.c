@@ -1,28 +1,31 @@
-/* ingot build: options in, spec out. Only --dry-run (the plan) exists in
- * this release; building the image is the next stage. */
+/* ingot build: options in; the plan (--dry-run) or the image out. */
 #include "config.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "cli.h"
 #include "shared/log.h"
+#include "build.h"
 #include "spec.h"
 
 int cmd_build(int argc, char **argv, const struct cli_context *ctx)
 {
-        enum { ARG_VERSION = 0x100, ARG_FORMAT };
+        enum { ARG_VERSION = 0x100, ARG_FORMAT, ARG_CACHE_DIR };
         static const struct option options[] = { { "template", required_argument, NULL, 't' },
                                                  { "kickstart", required_argument, NULL, 'k' },
                                                  { "version", required_argument, NULL, ARG_VERSION },
                                                  { "output", required_argument, NULL, 'o' },
                                                  { "format", required_argument, NULL, ARG_FORMAT },
                                                  { "dry-run", no_argument, NULL, 'n' },
+                                                 { "cache-dir", required_argument, NULL, ARG_CACHE_DIR },
                                                  {} };
         struct spec_options o = { 0 };
+        struct build_options b = { .progress = isatty(STDERR_FILENO) };
         _cleanup_(spec_freep) struct spec *s = NULL;
         bool dry_run = false;
         int c, r;
@@ -49,6 +52,9 @@ int cmd_build(int argc, char **argv, const struct cli_context *ctx)
                 case 'n':
                         dry_run = true;
                         break;
+                case ARG_CACHE_DIR:
+                        b.cache_dir = optarg;
+                        break;
                 case ':':
                         return cli_usage_error("build", "option '%s' needs a value", argv[optind - 1]);
                 default:
@@ -60,12 +66,11 @@ int cmd_build(int argc, char **argv, const struct cli_context *ctx)
                 return r;
         if (!o.template)
                 return cli_usage_error("build", "no template: give -t TEMPLATE");
-        if (!dry_run)
-                return cli_usage_error("build", "only 'ingot build --dry-run' (the plan) is available in this release");
-
         r = spec_load(&o, &s);
         if (r < 0)
                 return cli_exit_code(r);
+        if (!dry_run)
+                return cli_exit_code(build_image(s, &b));
 
         if (ctx->json) {
                 json_t *j = spec_plan_to_json(s);

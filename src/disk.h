@@ -14,5 +14,9 @@ struct disk_inputs {
 
 /* Writes the whole image to path (which must not exist; the caller renames
  * it into place). On failure logs, removes path and returns a negative
- * errno (-ENOSPC when the content does not fit its partition). */
+ * errno (-ENOSPC when the content does not fit its partition).
+ * The inputs are only read. Scratch files go to a directory beside path
+ * (path.scratch-XXXXXX, removed before returning): the root tar is unpacked
+ * there, so that filesystem needs room for the root content as well. Needs
+ * no root: owners come from the tar through a fakeroot session. */
 int disk_build(const struct spec *s, const struct disk_inputs *in, const char *path);

@@ -351,8 +351,8 @@ static int build_cmdline(struct spec *s)
                         root = &s->layout->entries[i];
         if (!root)
                 return log_error_errno(-EBADMSG, "the layout has no root partition");
-        /* The root is found by PARTUUID and mounted read-only: images are sealed. */
-        if (asprintf(&s->cmdline, "%s%sroot=PARTUUID=%s ro%s%s", tmpl ? tmpl : "", tmpl && *tmpl ? " " : "",
+        /* The root is found by PARTUUID. */
+        if (asprintf(&s->cmdline, "%s%sroot=PARTUUID=%s rw%s%s", tmpl ? tmpl : "", tmpl && *tmpl ? " " : "",
                      id128_to_string(&root->uuid, uuid), append && *append ? " " : "", append ? append : "") < 0) {
                 s->cmdline = NULL;
                 return log_error_errno(-ENOMEM, "out of memory");

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include "fileio.h"
@@ -86,4 +87,94 @@ int write_file_atomic(const char *path, const void *data, size_t size, unsigned 
                 return r;
         }
         return 0;
+}
+
+int mkdir_p(const char *path, mode_t mode)
+{
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = '\0';
+                if (mkdir(p, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st _unused_, int type, struct FTW *ftw _unused_)
+{
+        if (type == FTW_DP)
+                return rmdir(path) < 0 && errno != ENOENT ? -errno : 0;
+        return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int rm_rf(const char *path)
+{
+        struct stat st;
+        int r;
+
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (!S_ISDIR(st.st_mode))
+                return unlink(path) < 0 ? -errno : 0;
+        r = nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+        return r < 0 ? -errno : r;
+}
+
+int copy_fd(int in, int out)
+{
+        char buf[1 << 16];
+
+        for (;;) {
+                ssize_t n = read(in, buf, sizeof(buf));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return 0;
+                for (ssize_t w = 0; w < n;) {
+                        ssize_t k = write(out, buf + w, (size_t)(n - w));
+                        if (k < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return -errno;
+                        }
+                        w += k;
+                }
+        }
+}
+
+int copy_fd_to_file(int in, const char *to, mode_t mode)
+{
+        _cleanup_close_ int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        int r;
+
+        if (out < 0)
+                return -errno;
+        r = copy_fd(in, out);
+        if (r < 0) {
+                unlink(to);
+                return r;
+        }
+        if (fchmod(out, mode) < 0)
+                return -errno;
+        return 0;
+}
+
+int copy_file(const char *from, const char *to, mode_t mode)
+{
+        _cleanup_close_ int in = open(from, O_RDONLY | O_CLOEXEC);
+
+        if (in < 0)
+                return -errno;
+        return copy_fd_to_file(in, to, mode);
 }

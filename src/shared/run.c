@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,6 +93,8 @@ _noreturn_ static void child(const char *const *argv, const struct run_options *
         int in;
 
         setpgid(0, 0);
+        /* Die with ingot: a killed build leaves no mke2fs writing on. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (o->stdin_fd == RUN_STDIN_INHERIT)
                 in = STDIN_FILENO;
         else if (o->stdin_fd > 0)
