@@ -196,7 +196,7 @@ int build_image(const struct spec *s, const struct build_options *o)
         stage_end(&c, NULL);
 
         stage_begin(&c, "disk", o->progress);
-        r = disk_build(s, &(struct disk_inputs){ .root_tar = root->tar, .esp_dir = esp }, raw);
+        r = disk_build(s, &(struct disk_inputs){ .root_tar = root->tar, .esp_dir = esp, .work_dir = work }, raw);
         if (r < 0)
                 goto fail;
         r = boot_install_bios(s, raw);

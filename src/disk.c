@@ -105,7 +105,8 @@ int disk_build(const struct spec *s, const struct disk_inputs *in, const char *p
                 r = log_error_errno(-errno, "cannot size the image '%s': %m", path);
                 goto finish;
         }
-        if (asprintf(&scratch, "%s.scratch-XXXXXX", path) < 0) {
+        if ((in->work_dir ? asprintf(&scratch, "%s/disk-scratch-XXXXXX", in->work_dir)
+                          : asprintf(&scratch, "%s.scratch-XXXXXX", path)) < 0) {
                 scratch = NULL;
                 r = log_error_errno(-ENOMEM, "out of memory");
                 goto finish;

@@ -10,6 +10,7 @@
 struct disk_inputs {
         const char *root_tar; /* contents of the root filesystem (tar, numeric owners) */
         const char *esp_dir;  /* contents of the ESP (a staging directory); NULL = empty */
+        const char *work_dir; /* where scratch files go; NULL = beside the image */
 };
 
 /* Writes the whole image to path (which must not exist; the caller renames

@@ -10,7 +10,7 @@ if ! id "$user" >/dev/null 2>&1; then
         useradd --create-home "$user"
 fi
 chmod 0755 "$work"
-out=$work/out
+out=$work/images
 home=$(getent passwd "$user" | cut -d: -f6)
 as_user() { setpriv --reuid="$user" --regid="$user" --init-groups env HOME="$home" XDG_CACHE_HOME="$home/.cache" "$@"; }
 install -d -o "$user" "$out"
@@ -44,7 +44,7 @@ no_image_in() { ! ls -A "$1" | grep -Eq '\.(raw|qcow2)$|partial' || { ls -la "$1
 # Bad input: each a clear error, non-zero, nothing left in the output dir.
 bad=$work/bad
 install -d -o "$user" "$bad"
-printf '[Image]\nName=t\n[Rootfs]\nSource=tarball\nPath=/nonexistent/root.tar\n[Disk]\nSize=64M\n' >"$work/missing-tar.conf"
+printf '[Image]\nName=t\n[Rootfs]\nSource=tarball\nPath=/nonexistent/root.tar\n[Disk]\nSize=256M\n' >"$work/missing-tar.conf"
 expect_exit 2 as_user "$INGOT" build -t "$work/missing-tar.conf" --version 1 -o "$bad"
 expect_err "missing-tar\.conf:5: .*'/nonexistent/root\.tar'"
 no_image_in "$bad"
@@ -66,7 +66,9 @@ no_image_in "$bad"
 
 # Interrupted builds: SIGINT, then SIGKILL, during the disk stage.
 for sig in INT KILL; do
-        as_user "$INGOT" build -t busybox -k minimal --version 2.0 -o "$bad" >"$work/int.out" 2>&1 &
+        # not through the as_user function: $! must be ingot itself
+        setpriv --reuid="$user" --regid="$user" --init-groups env HOME="$home" XDG_CACHE_HOME="$home/.cache" \
+                "$INGOT" build -t busybox -k minimal --version 2.0 -o "$bad" >"$work/int.out" 2>&1 &
         pid=$!
         for _ in $(seq 600); do
                 ls -A "$bad" | grep -q partial && break

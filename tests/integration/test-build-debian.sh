@@ -4,7 +4,7 @@
 # before the ready line; the test reads the serial log.
 source "$(dirname "$0")/lib.sh"
 
-out=$work/out
+out=$work/images
 mkdir -p "$out"
 cat >"$work/web-check.ks" <<KS
 %include $data/kickstart/web-server.ks
