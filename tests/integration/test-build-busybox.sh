@@ -36,8 +36,8 @@ jq -en --slurpfile p "$work/plan.json" --slurpfile i "$work/inspect.json" '
   $id.table == "gpt" and $pd.uuid == $id.uuid and $pd.size == $id.size and
   ([$pd.partitions[] | {number, role, name, type_uuid, uuid, start, size}] ==
    [$id.partitions[] | {number, role, name, type_uuid, uuid, start, size}]) and
-  ([$pd.partitions[] | select(.fstype == "ext4") | {fstype, fs_uuid, label}] ==
-   [$id.partitions[] | select(.fstype == "ext4") | {fstype, fs_uuid, label}]) and
+  ([$pd.partitions[] | select(.fstype == "ext4") | {fstype, fs_uuid, label: .label}] ==
+   [$id.partitions[] | select(.fstype == "ext4") | {fstype, fs_uuid, label: .label}]) and
   ([$pd.partitions[] | select(.fstype == "vfat") | .volume_id] ==
    [$id.partitions[] | select(.fstype == "vfat") | .volume_id]) and
   ([$id.partitions[] | select(.role == "esp") | .attribute_names[]] | index("legacy-bios-bootable") != null)

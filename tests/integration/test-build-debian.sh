@@ -12,9 +12,10 @@ cat >"$work/web-check.ks" <<KS
 %post --erroronfail
 cat >/usr/local/sbin/ingot-facts <<'SH'
 #!/bin/bash
-# Waits for nginx, then prints facts for the test, one "fact:" per line.
+# Waits for nginx, then prints facts for the test, one "fact:" per line,
+# all in one write so console messages cannot split a line.
 for _ in \$(seq 60); do systemctl is-active --quiet nginx && break; sleep 1; done
-{
+facts=\$({
 echo "fact: user \$(id deploy)"
 echo "fact: keyowner \$(stat -c '%U %a' /home/deploy/.ssh/authorized_keys)"
 echo "fact: key \$(cut -d' ' -f1,3 /home/deploy/.ssh/authorized_keys)"
@@ -24,7 +25,8 @@ echo "fact: nginx \$(systemctl is-active nginx)"
 echo "fact: ssh-enabled \$(systemctl is-enabled ssh)"
 echo "fact: post \$(grep -c 'served by an ingot image' /var/www/html/index.html)"
 exec 3<>/dev/tcp/127.0.0.1/80 && printf 'GET / HTTP/1.0\r\nHost: web\r\n\r\n' >&3 && echo "fact: http \$(head -n 1 <&3)"
-} >/dev/ttyS0 2>&1
+} 2>&1)
+printf '\n%s\n' "\$facts" >/dev/ttyS0
 SH
 chmod 0755 /usr/local/sbin/ingot-facts
 cat >/etc/systemd/system/ingot-facts.service <<'UNIT'
