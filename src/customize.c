@@ -109,7 +109,7 @@ _noreturn_ static void namespace_child(int (*fn)(void *), void *userdata, bool r
                 log_error_errno(-errno, "cannot create mount and pid namespaces: %m");
                 _exit(EPERM);
         }
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0) {
                 log_error_errno(-errno, "cannot make the mounts private: %m");
                 _exit(EPERM);
         }
@@ -1192,7 +1192,7 @@ _noreturn_ static void script_child(const struct tree *t, const struct spec *s, 
                 int dev, proc, rootfd;
                 /* /dev and /proc for the script, in a mount namespace of its
                  * own so nothing stays mounted in the tree afterwards */
-                if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+                if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0) {
                         dprintf(2, "ingot: cannot create a mount namespace for %%post: %m\n");
                         _exit(127);
                 }
@@ -1208,14 +1208,14 @@ _noreturn_ static void script_child(const struct tree *t, const struct spec *s, 
                 if (dev >= 0) {
                         char p[64];
                         snprintf(p, sizeof(p), "/proc/self/fd/%d", dev);
-                        if (mount("/dev", p, NULL, MS_BIND | MS_REC, NULL) < 0)
+                        if (mount("/dev", p, "none", MS_BIND | MS_REC, NULL) < 0)
                                 dprintf(2, "ingot: warning: no /dev for %%post: %m\n");
                 }
                 if (proc >= 0) {
                         char p[64];
                         snprintf(p, sizeof(p), "/proc/self/fd/%d", proc);
                         if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
-                            mount("/proc", p, NULL, MS_BIND | MS_REC, NULL) < 0)
+                            mount("/proc", p, "none", MS_BIND | MS_REC, NULL) < 0)
                                 dprintf(2, "ingot: warning: no /proc for %%post: %m\n");
                 }
                 if (fchdir(rootfd) < 0 || chroot(".") < 0 || chdir("/") < 0) {
