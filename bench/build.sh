@@ -23,7 +23,7 @@ secs() { # seconds of a command, its output kept in $w/last.log
         t0=$(date +%s.%N)
         "$@" >"$w/last.log" 2>&1 || { cat "$w/last.log" >&2; echo "bench: '$*' failed" >&2; exit 1; }
         t1=$(date +%s.%N)
-        echo "$t1 - $t0" | bc
+        printf '%.1f\n' "$(echo "$t1 - $t0" | bc)"
 }
 stage() { grep -E "^ingot: $1 " "$w/last.log" | awk '{print $3}' | tr -d s; }
 row() { rows+=("$(printf '%-58s %9s  %s' "$1" "$2" "${3:-}")"); }
@@ -40,7 +40,7 @@ t=$(secs "$ingot" build -t debian-12 -k web-server --version 1.0.0 -o "$w/out" -
 full=$t
 row "debian-12 + web-server.ks, full build from nothing" "$t s" "rootfs $(stage rootfs) s, boot $(stage boot) s, disk $(stage disk) s"
 t=$(secs mmdebstrap --quiet --variant=minbase --include="$pkgs,initramfs-tools" bookworm "$w/mmdebstrap.tar")
-row "  plain mmdebstrap, same package set" "$t s" "goal: ingot ≤ this + 20 s ($(echo "$full - $t" | bc) s over)"
+row "  plain mmdebstrap, same package set" "$t s" "goal: ingot ≤ this + 20 s ($(printf '%.1f' "$(echo "$full - $t" | bc)") s over)"
 t=$(secs "$ingot" build -t debian-12 -k web-server --version 1.0.1 -o "$w/out" --cache-dir "$w/cache-deb")
 row "debian-12 cached rebuild (new version stamp)" "$t s" "goal ≤ 20 s"
 asm=$(echo "$(stage boot) + $(stage disk)" | bc)

@@ -49,6 +49,7 @@ expect_exit 0 "$INGOT" build -t debian-12 -k "$work/web-check.ks" --version 1.0.
 echo "debian build: $((SECONDS - start))s"; cat "$work/err"
 img=$out/debian-12-1.0.0.raw
 [[ -f $img ]] || fail "no image"
+expect_image_matches_plan "$img" -t debian-12 -k "$work/web-check.ks" --version 1.0.0
 
 expect_exit 0 "$INGOT" boot --firmware uefi --timeout 900 --serial-log "$work/serial.log" "$img"
 expect_out 'ingot-ready name=debian-12 version=1.0.0'
