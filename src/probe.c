@@ -30,7 +30,9 @@
 
 #include "part.h"
 #include "probe.h"
+#include "qemu.h"
 #include "shared/id128.h"
+#include "shared/json-util.h"
 #include "shared/log.h"
 #include "shared/strv.h"
 
@@ -543,31 +545,6 @@ int probe_os_release_value(const char *text, const char *key, char **ret)
         return 0;
 }
 
-/* Hardware KVM, not the kind that hangs (reference/tech.md 7.3): /dev/kvm
- * opens, the CPU has vmx or svm, and the module is not kvm_pvm. A working
- * /dev/kvm alone proves nothing here. */
-static bool kvm_looks_usable(void)
-{
-        _cleanup_fclose_ FILE *f = NULL;
-        _cleanup_free_ char *line = NULL;
-        size_t n = 0;
-        int fd;
-
-        fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        close(fd);
-        if (access("/sys/module/kvm_pvm", F_OK) == 0)
-                return false;
-        f = fopen("/proc/cpuinfo", "re");
-        if (!f)
-                return false;
-        while (getline(&line, &n, f) > 0)
-                if (strncmp(line, "flags", 5) == 0)
-                        return strstr(line, " vmx") || strstr(line, " svm");
-        return false;
-}
-
 static double now_sec(void)
 {
         struct timespec ts;
@@ -857,7 +834,7 @@ int probe_os(struct probe_image *img, const struct probe_os_options *o)
         if (env && *env)
                 tcg = false; /* the environment decides; libguestfs reads it */
         else
-                tcg = !kvm_looks_usable();
+                tcg = qemu_probe_accel(3) != QEMU_ACCEL_KVM; /* the same probe ingot boot trusts */
         os->accel = strdup(env && *env ? env : tcg ? "tcg" : "kvm");
         if (!os->accel)
                 return -ENOMEM;
@@ -927,26 +904,6 @@ int probe_os(struct probe_image *img, const struct probe_os_options *o)
                      probe_os_release_value(text, "IMAGE_VERSION", &os->image_version) < 0))
                 return -ENOMEM;
         return 0;
-}
-
-static json_t *json_str_or_null(const char *s)
-{
-        return s ? json_string(s) : json_null();
-}
-
-static json_t *json_u64(uint64_t v)
-{
-        /* jansson integers are signed 64-bit; image sizes fit. */
-        return json_integer((json_int_t)v);
-}
-
-static json_t *json_strv(char *const *l)
-{
-        json_t *a = json_array();
-
-        STRV_FOREACH (i, l)
-                json_array_append_new(a, json_string(*i));
-        return a;
 }
 
 static json_t *partition_to_json(const struct probe_partition *e, bool gpt)

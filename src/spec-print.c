@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "shared/id128.h"
+#include "shared/json-util.h"
 #include "shared/strv.h"
 #include "spec.h"
 
@@ -31,31 +32,11 @@ static const char *password_summary(const char *hash, bool lock)
         return "crypt";
 }
 
-static json_t *json_strv(char *const *l)
-{
-        json_t *a = json_array();
-
-        STRV_FOREACH (i, l)
-                json_array_append_new(a, json_string(*i));
-        return a;
-}
-
-static json_t *json_str_or_null(const char *s)
-{
-        return s ? json_string(s) : json_null();
-}
-
 static json_t *json_uuid(const id128_t *id)
 {
         char buf[ID128_STRING_MAX];
 
         return json_string(id128_to_string(id, buf));
-}
-
-static json_t *json_u64(uint64_t v)
-{
-        /* jansson integers are signed 64-bit; every size here fits. */
-        return json_integer((json_int_t)v);
 }
 
 static size_t count_keys(const struct kickstart *ks, const char *user)
