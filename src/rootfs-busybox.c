@@ -26,7 +26,7 @@
 #include "shared/log.h"
 #include "shared/strv.h"
 
-#include "src/busybox-data.h" /* generated from data/busybox/ */
+#include "src/data-files.h" /* generated from data/ */
 
 /* What the initrd loads, dependencies first (added from modinfo). */
 static const struct {
@@ -203,7 +203,7 @@ static int write_initrd(const struct spec *s, const char *tree, const char *kdir
                 cpio_add(&c, dirs[i], S_IFDIR | 0755, 0, 0, NULL, 0);
         /* the kernel opens /dev/console before /init runs, devtmpfs or not */
         cpio_add(&c, "dev/console", S_IFCHR | 0600, 5, 1, NULL, 0);
-        cpio_add(&c, "init", S_IFREG | 0755, 0, 0, busybox_initrd_init, strlen(busybox_initrd_init));
+        cpio_add(&c, "init", S_IFREG | 0755, 0, 0, data_busybox_initrd_init, strlen(data_busybox_initrd_init));
         r = cpio_add_file(&c, "bin/busybox", busybox, 0755);
         STRV_FOREACH (m, order) {
                 char name[512];
@@ -300,13 +300,13 @@ static int make_tree(const struct spec *s _unused_, const char *tree)
                 const char *data;
                 mode_t mode;
         } files[] = {
-                { "etc/inittab", busybox_inittab, 0644 },
-                { "etc/init.d/rcS", busybox_rcS, 0755 },
-                { "etc/init.d/rcK", busybox_rcK, 0755 },
-                { "etc/init.d/httpd", busybox_httpd, 0755 },
-                { "etc/init.d/network", busybox_network, 0755 },
-                { "etc/udhcpc/default.script", busybox_udhcpc_script, 0755 },
-                { "etc/acpi/PWRF/00000080", busybox_acpi_power, 0755 },
+                { "etc/inittab", data_busybox_inittab, 0644 },
+                { "etc/init.d/rcS", data_busybox_rcS, 0755 },
+                { "etc/init.d/rcK", data_busybox_rcK, 0755 },
+                { "etc/init.d/httpd", data_busybox_httpd, 0755 },
+                { "etc/init.d/network", data_busybox_network, 0755 },
+                { "etc/udhcpc/default.script", data_busybox_udhcpc_script, 0755 },
+                { "etc/acpi/PWRF/00000080", data_busybox_acpi_power, 0755 },
                 { "etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0644 },
                 { "etc/group", "root:x:0:\n", 0644 },
                 { "etc/shadow", "root:*:19000:0:99999:7:::\n", 0600 },
@@ -462,14 +462,14 @@ static int busybox_cache_key(const struct spec *s, FILE *key)
                 FILE *f = open_memstream(&all, &size);
                 if (!f)
                         return log_oom_rootfs();
-                fputs(busybox_initrd_init, f);
-                fputs(busybox_inittab, f);
-                fputs(busybox_rcS, f);
-                fputs(busybox_rcK, f);
-                fputs(busybox_httpd, f);
-                fputs(busybox_network, f);
-                fputs(busybox_udhcpc_script, f);
-                fputs(busybox_acpi_power, f);
+                fputs(data_busybox_initrd_init, f);
+                fputs(data_busybox_inittab, f);
+                fputs(data_busybox_rcS, f);
+                fputs(data_busybox_rcK, f);
+                fputs(data_busybox_httpd, f);
+                fputs(data_busybox_network, f);
+                fputs(data_busybox_udhcpc_script, f);
+                fputs(data_busybox_acpi_power, f);
                 for (size_t i = 0; i < ELEMENTSOF(initrd_modules); i++)
                         fprintf(f, "%s\n", initrd_modules[i].name);
                 fclose(f);
