@@ -20,6 +20,8 @@ static const struct {
         [PART_ROLE_XBOOTLDR] = { "xbootldr", "bc13c2ff-59e6-4262-a352-b275fd6f7172", NULL, "xbootldr" },
         [PART_ROLE_ROOT] = { "root", "4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "b921b045-1df0-41c3-af44-4c6f280d3fae",
                              "root" },
+        [PART_ROLE_ROOT_VERITY] = { "root-verity", "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5",
+                                    "df3300ce-d69f-4c92-978c-9bfb0f38d820", "root-verity" },
         [PART_ROLE_SWAP] = { "swap", "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", NULL, "swap" },
         [PART_ROLE_HOME] = { "home", "933ac7e1-2eb4-4f13-b844-0e14e2aef915", NULL, "home" },
         [PART_ROLE_SRV] = { "srv", "3b8f8425-20e0-4f3b-907f-1a25a76f98e8", NULL, "srv" },
@@ -87,6 +89,8 @@ const char *part_role_default_fstype(enum part_role role, const char *root_fstyp
                 return root_fstype;
         case PART_ROLE_SWAP:
                 return "swap";
+        case PART_ROLE_ROOT_VERITY:
+                return NULL; /* a hash tree, written by verity.c */
         default:
                 return "ext4";
         }

@@ -21,6 +21,7 @@ enum part_role {
         PART_ROLE_ESP,
         PART_ROLE_XBOOTLDR,
         PART_ROLE_ROOT,
+        PART_ROLE_ROOT_VERITY, /* the dm-verity hash tree of the root (--verity) */
         PART_ROLE_SWAP,
         PART_ROLE_HOME,
         PART_ROLE_SRV,
@@ -54,6 +55,7 @@ struct part_entry {
         uint64_t start;    /* bytes */
         uint64_t size;     /* bytes */
         bool grow;
+        bool read_only; /* GPT attribute bit 60: the sealed root */
 };
 
 struct part_layout {
