@@ -37,6 +37,7 @@ struct boot_context {
         const char *entry_id; /* NAME-VERSION */
         const char *kernel;   /* paths on the ESP, from its root */
         const char *initrd;
+        const char *cmdline;  /* the kernel command line */
 };
 
 struct bootloader {
@@ -146,7 +147,7 @@ static int sd_boot_stage_esp(const struct boot_context *c)
                      "linux %s\n"
                      "initrd %s\n"
                      "options %s\n",
-                     s->name, s->version, s->version, c->kernel, c->initrd, strna(s->cmdline)) < 0 ||
+                     s->name, s->version, s->version, c->kernel, c->initrd, strna(c->cmdline)) < 0 ||
             asprintf(&entry_path, "loader/entries/%s.conf", c->entry_id) < 0)
                 return log_error_errno(-ENOMEM, "out of memory");
         r = write_under(c->esp_dir, "loader/loader.conf", loader_conf);
@@ -189,7 +190,7 @@ static int syslinux_stage_esp(const struct boot_context *c)
                      "    LINUX %s\n"
                      "    INITRD %s\n"
                      "    APPEND %s\n",
-                     c->entry_id, timeout_lines, c->entry_id, c->kernel, c->initrd, strna(s->cmdline)) < 0)
+                     c->entry_id, timeout_lines, c->entry_id, c->kernel, c->initrd, strna(c->cmdline)) < 0)
                 return log_error_errno(-ENOMEM, "out of memory");
         r = mkdir_under(c->esp_dir, SYSLINUX_DIR);
         r = r ?: write_under(c->esp_dir, SYSLINUX_DIR "/syslinux.cfg", cfg);
@@ -312,10 +313,11 @@ static bool path_component_ok(const char *s)
         return s && *s && !strchr(s, '/') && !streq(s, ".") && !streq(s, "..");
 }
 
-int boot_stage_esp(const struct spec *s, const char *kernel, const char *initrd, const char *esp_dir)
+int boot_stage_esp(const struct spec *s, const char *cmdline, const char *kernel, const char *initrd,
+                   const char *esp_dir)
 {
         _cleanup_free_ char *entry_id = NULL, *dir = NULL, *kernel_esp = NULL, *initrd_esp = NULL;
-        struct boot_context c = { .spec = s, .esp_dir = esp_dir };
+        struct boot_context c = { .spec = s, .esp_dir = esp_dir, .cmdline = cmdline ? cmdline : s->cmdline };
         int r;
 
         if (!path_component_ok(s->name) || !path_component_ok(s->version))

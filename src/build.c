@@ -20,6 +20,7 @@
 #include "shared/fileio.h"
 #include "shared/log.h"
 #include "shared/run.h"
+#include "verity.h"
 
 /* What a signal must remove: the partial image. unlink() is safe in a
  * handler; the work directory is swept by the next build instead. */
@@ -145,12 +146,55 @@ static int convert_qcow2(const char *raw, const char *qcow2)
         return 0;
 }
 
+struct esp_stage {
+        const struct spec *s;
+        const struct rootfs *root;
+        const char *esp, *work;
+        struct verity_result *verity; /* filled when s->verity */
+};
+
+/* Runs inside the disk stage once the root is made: seals it with
+ * dm-verity when asked (the root hash is only known now), then stages the
+ * ESP with the command line that names it. */
+static int stage_esp(const char *image, void *userdata)
+{
+        const struct esp_stage *e = userdata;
+        const struct spec *s = e->s;
+        const struct part_entry *data = NULL, *hash = NULL;
+        _cleanup_free_ char *cmdline = NULL;
+        double t = now();
+        int r;
+
+        if (s->verity) {
+                for (size_t i = 0; i < s->layout->n_entries; i++) {
+                        const struct part_entry *p = &s->layout->entries[i];
+
+                        if (p->role == PART_ROLE_ROOT)
+                                data = p;
+                        else if (p->role == PART_ROLE_ROOT_VERITY)
+                                hash = p;
+                }
+                if (!data || !hash)
+                        return log_error_errno(-EINVAL, "the layout has no root and root-verity partitions");
+                r = verity_format(image, data->start, data->size, hash->start, hash->size, s->seed, e->work,
+                                  e->verity);
+                if (r < 0)
+                        return r;
+                if (asprintf(&cmdline, "%s ingot.verity.roothash=%s", s->cmdline, e->verity->root_hash) < 0)
+                        return log_error_errno(-ENOMEM, "out of memory");
+                log_info("verity   %6.1fs  root hash %s", now() - t, e->verity->root_hash);
+        }
+        return boot_stage_esp(s, cmdline, e->root->kernel, e->root->initrd, e->esp);
+}
+
 int build_image(const struct spec *s, const struct build_options *o)
 {
         _cleanup_(rootfs_freep) struct rootfs *root = NULL;
         _cleanup_free_ char *cache = NULL, *work_root = NULL, *work = NULL, *esp = NULL, *raw = NULL, *qcow = NULL;
         const char *base = strrchr(s->output_image, '/');
         struct stage_clock c;
+        struct esp_stage esp_ctx;
+        struct verity_result verity = { 0 };
         struct sigaction sa = { .sa_handler = on_signal };
         double t0 = now();
         int r;
@@ -189,14 +233,15 @@ int build_image(const struct spec *s, const struct build_options *o)
                 goto fail;
         stage_end(&c, root->cache_hit ? "(bootstrap from cache)" : NULL);
 
-        stage_begin(&c, "boot", o->progress);
-        r = boot_stage_esp(s, root->kernel, root->initrd, esp);
-        if (r < 0)
-                goto fail;
-        stage_end(&c, NULL);
-
         stage_begin(&c, "disk", o->progress);
-        r = disk_build(s, &(struct disk_inputs){ .root_tar = root->tar, .esp_dir = esp, .work_dir = work }, raw);
+        esp_ctx = (struct esp_stage){ .s = s, .root = root, .esp = esp, .work = work, .verity = &verity };
+        r = disk_build(s,
+                       &(struct disk_inputs){ .root_tar = root->tar,
+                                              .esp_dir = esp,
+                                              .work_dir = work,
+                                              .before_esp = stage_esp,
+                                              .userdata = &esp_ctx },
+                       raw);
         if (r < 0)
                 goto fail;
         r = boot_install_bios(s, raw);

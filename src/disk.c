@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -57,14 +58,32 @@ static int disk_check(const struct spec *s, const struct disk_inputs *in)
 static int disk_fill(const struct spec *s, const struct disk_inputs *in, const char *path, const char *scratch)
 {
         const struct part_layout *l = s->layout;
+        size_t esp = SIZE_MAX;
         int r;
 
         r = gpt_write(path, l, s->boot_mode == BOOT_MODE_BIOS || s->boot_mode == BOOT_MODE_BOTH);
         if (r < 0)
                 return r;
 
-        for (size_t i = 0; i < l->n_entries; i++) {
-                const struct part_entry *e = &l->entries[i];
+        /* the ESP last: what it holds may depend on the other partitions */
+        for (size_t k = 0; k <= l->n_entries; k++) {
+                size_t i = k < l->n_entries ? k : esp;
+                const struct part_entry *e;
+
+                if (k < l->n_entries && l->entries[k].role == PART_ROLE_ESP) {
+                        esp = k;
+                        continue;
+                }
+                if (k == l->n_entries) {
+                        if (in->before_esp) {
+                                r = in->before_esp(path, in->userdata);
+                                if (r < 0)
+                                        return r;
+                        }
+                        if (esp == SIZE_MAX)
+                                break;
+                }
+                e = &l->entries[i];
                 struct fs_target t = {
                         .image = path,
                         .entry = e,

@@ -11,6 +11,12 @@ struct disk_inputs {
         const char *root_tar; /* contents of the root filesystem (tar, numeric owners) */
         const char *esp_dir;  /* contents of the ESP (a staging directory); NULL = empty */
         const char *work_dir; /* where scratch files go; NULL = beside the image */
+        /* Called once every other partition is made and before the ESP is
+         * filled from esp_dir: the place to seal the root (dm-verity) and
+         * stage the ESP with a command line that names the root hash.
+         * NULL = nothing to do. A negative return fails the build. */
+        int (*before_esp)(const char *image, void *userdata);
+        void *userdata;
 };
 
 /* Writes the whole image to path (which must not exist; the caller renames

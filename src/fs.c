@@ -52,7 +52,7 @@ static const struct {
         const char *package;
 } tool_packages[] = {
         { "mke2fs", "e2fsprogs" },     { "debugfs", "e2fsprogs" }, { "dumpe2fs", "e2fsprogs" },
-        { "mkfs.vfat", "dosfstools" }, { "mmd", "mtools" },        { "mcopy", "mtools" },
+        { "tune2fs", "e2fsprogs" },    { "mkfs.vfat", "dosfstools" }, { "mmd", "mtools" },        { "mcopy", "mtools" },
         { "mkswap", "util-linux" },    { "fakeroot", "fakeroot" }, { "tar", "tar" },
 };
 
@@ -486,6 +486,11 @@ static int ext4_make(const struct fs_target *t)
                 argv[k++] = "-L";
                 argv[k++] = e->label;
         }
+        if (e->read_only) {
+                /* nothing writes a sealed root, so it needs no journal */
+                argv[k++] = "-O";
+                argv[k++] = "^has_journal";
+        }
         argv[k++] = "-E";
         argv[k++] = ext;
         if (tree) {
@@ -501,6 +506,15 @@ static int ext4_make(const struct fs_target *t)
                 goto finish;
         if (tree)
                 r = ext4_fix_times(t, device, env);
+        if (r >= 0 && e->read_only) {
+                /* the seal: the kernel refuses to mount it writable, even
+                 * on "mount -o remount,rw" (tech.md §6); tune2fs's
+                 * superblock time comes from E2FSPROGS_FAKE_TIME */
+                const char *tune[] = { "tune2fs", "-O", "read-only", device, NULL };
+                _cleanup_free_ char *out = NULL;
+
+                r = fs_run(t, tune, env, 0, &out);
+        }
 finish:
         if (tree)
                 remove_tree(tree);

@@ -33,6 +33,8 @@
 #define GPT_ENTRIES_MAX 1024
 /* Entry attribute bit 2: legacy BIOS bootable (UEFI spec 2.10, table 5.7). */
 #define GPT_ATTR_LEGACY_BIOS_BOOTABLE (UINT64_C(1) << 2)
+/* Bit 60: read-only (Discoverable Partitions Specification), the sealed root. */
+#define GPT_ATTR_READ_ONLY (UINT64_C(1) << 60)
 
 /* Byte offsets in the header and in an entry (UEFI spec 2.10, 5.3). */
 enum {
@@ -200,7 +202,8 @@ static int gpt_fixup(const char *path, const struct part_layout *l, bool legacy_
                 gpt_guid_to_disk(&e->type, p + ENT_TYPE);
                 gpt_guid_to_disk(&e->uuid, p + ENT_UNIQUE);
                 put_le64(p + ENT_ATTRIBUTES,
-                         legacy_boot && e->role == PART_ROLE_ESP ? GPT_ATTR_LEGACY_BIOS_BOOTABLE : 0);
+                         (legacy_boot && e->role == PART_ROLE_ESP ? GPT_ATTR_LEGACY_BIOS_BOOTABLE : 0) |
+                                 (e->read_only ? GPT_ATTR_READ_ONLY : 0));
         }
         crc = (uint32_t)crc32(0L, entries, (uInt)entries_size);
         gpt_guid_to_disk(&l->disk_uuid, disk_guid);

@@ -40,6 +40,7 @@ static const struct {
         { "/efi",      PART_ROLE_ESP },
         { "/boot",     PART_ROLE_XBOOTLDR },
         { "/",         PART_ROLE_ROOT },
+        { "root-verity", PART_ROLE_ROOT_VERITY },
         { "swap",      PART_ROLE_SWAP },
         { "/home",     PART_ROLE_HOME },
         { "/srv",      PART_ROLE_SRV },

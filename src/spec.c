@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "shared/parse-util.h"
 #include "shared/strv.h"
 #include "spec.h"
+#include "verity.h"
 
 /* FAT cannot store times before 1980; a build that names no time uses this
  * instead of the clock (tech.md §5). */
@@ -31,6 +33,7 @@ struct spec *spec_free(struct spec *s)
         free(s->template_path);
         free(s->kickstart_path);
         free(s->name);
+        free(s->stamp);
         free(s->version);
         free(s->architecture);
         part_layout_free(s->layout);
@@ -241,6 +244,40 @@ static bool requests_have(const struct part_request *req, size_t n, enum part_ro
         return false;
 }
 
+/* The sealed root: read-only (GPT attribute 60; fs.c sets the ext4
+ * read-only feature from it), named and labelled with the version stamp
+ * so the partition table alone says what the image is. */
+static int seal_layout(struct spec *s)
+{
+        for (size_t i = 0; i < s->layout->n_entries; i++) {
+                struct part_entry *e = &s->layout->entries[i];
+                char *name = NULL, *label = NULL;
+
+                if (e->role != PART_ROLE_ROOT && e->role != PART_ROLE_ROOT_VERITY)
+                        continue;
+                e->read_only = true;
+                if (e->role == PART_ROLE_ROOT_VERITY) {
+                        if (asprintf(&name, "%s-verity", s->stamp) < 0)
+                                return log_error_errno(-ENOMEM, "out of memory");
+                } else {
+                        name = strdup(s->stamp);
+                        label = e->fstype ? strndup(s->stamp, fstype_label_max(e->fstype)) : NULL;
+                        if (!name || (e->fstype && !label)) {
+                                free(name);
+                                return log_error_errno(-ENOMEM, "out of memory");
+                        }
+                        free(e->label);
+                        e->label = label;
+                }
+                /* GPT names hold 36 UTF-16 code units */
+                if (strlen(name) > 36)
+                        name[36] = '\0';
+                free(e->name);
+                e->name = name;
+        }
+        return 0;
+}
+
 static int plan_layout(struct spec *s)
 {
         const struct template *t = s->template;
@@ -253,7 +290,7 @@ static int plan_layout(struct spec *s)
         int r;
 
         req = calloc(n_ks + 3, sizeof(*req));
-        all = calloc(n_ks + 3, sizeof(*all));
+        all = calloc(n_ks + 4, sizeof(*all));
         if (!req || !all)
                 return log_error_errno(-ENOMEM, "out of memory");
 
@@ -282,6 +319,28 @@ static int plan_layout(struct spec *s)
         n_all += n;
 
         r = part_plan(all, n_all, t->disk_size, s->architecture, s->seed, &s->layout, &needed);
+        if (r >= 0 && s->verity) {
+                /* The hash partition follows the root; its size depends on
+                 * the root's, so plan once, size it, and plan again (the
+                 * root only shrinks, so the tree still fits). */
+                size_t root = SIZE_MAX;
+
+                for (size_t i = 0; i < n_all; i++)
+                        if (part_role_from_mountpoint(all[i].mountpoint) == PART_ROLE_ROOT)
+                                root = i;
+                for (size_t i = 0; root != SIZE_MAX && i < s->layout->n_entries; i++)
+                        if (s->layout->entries[i].role == PART_ROLE_ROOT) {
+                                memmove(all + root + 2, all + root + 1, (n_all - root - 1) * sizeof(*all));
+                                all[root + 1] = (struct part_request){
+                                        .mountpoint = "root-verity",
+                                        .size = verity_hash_size(s->layout->entries[i].size),
+                                };
+                                n_all++;
+                                break;
+                        }
+                s->layout = part_layout_free(s->layout);
+                r = part_plan(all, n_all, t->disk_size, s->architecture, s->seed, &s->layout, &needed);
+        }
         if (r == -ENOSPC) {
                 unsigned line = template_key_line(t, "Disk", "Size");
                 return log_syntax(t->path, line,
@@ -291,7 +350,7 @@ static int plan_layout(struct spec *s)
         }
         if (r < 0)
                 return log_error_errno(r, "cannot plan the partition layout: %m");
-        return 0;
+        return seal_layout(s);
 }
 
 static int verify_sshkeys(const struct spec *s)
@@ -341,19 +400,32 @@ static int resolve_packages(struct spec *s)
 
 static int build_cmdline(struct spec *s)
 {
-        const struct part_entry *root = NULL;
+        const struct part_entry *root = NULL, *hash = NULL;
         const char *tmpl = s->template->cmdline;
         const char *append = s->kickstart ? s->kickstart->bootloader_append : NULL;
-        char uuid[ID128_STRING_MAX];
+        char uuid[ID128_STRING_MAX], hash_uuid[ID128_STRING_MAX];
+        int r;
 
         for (size_t i = 0; i < s->layout->n_entries; i++)
                 if (s->layout->entries[i].role == PART_ROLE_ROOT)
                         root = &s->layout->entries[i];
         if (!root)
                 return log_error_errno(-EBADMSG, "the layout has no root partition");
-        /* The root is found by PARTUUID. */
-        if (asprintf(&s->cmdline, "%s%sroot=PARTUUID=%s rw%s%s", tmpl ? tmpl : "", tmpl && *tmpl ? " " : "",
-                     id128_to_string(&root->uuid, uuid), append && *append ? " " : "", append ? append : "") < 0) {
+        for (size_t i = 0; i < s->layout->n_entries; i++)
+                if (s->layout->entries[i].role == PART_ROLE_ROOT_VERITY)
+                        hash = &s->layout->entries[i];
+        /* The root is found by PARTUUID and mounted read-only (the ext4
+         * read-only feature keeps it so); with verity the initrd opens it
+         * through dm-verity first (data/verity/initramfs-local-top). */
+        if (hash)
+                r = asprintf(&s->cmdline, "%s%sroot=%s ro ingot.verity.data=%s ingot.verity.hash=%s%s%s",
+                             tmpl ? tmpl : "", tmpl && *tmpl ? " " : "", SPEC_VERITY_DEVICE,
+                             id128_to_string(&root->uuid, uuid), id128_to_string(&hash->uuid, hash_uuid),
+                             append && *append ? " " : "", append ? append : "");
+        else
+                r = asprintf(&s->cmdline, "%s%sroot=PARTUUID=%s ro%s%s", tmpl ? tmpl : "", tmpl && *tmpl ? " " : "",
+                             id128_to_string(&root->uuid, uuid), append && *append ? " " : "", append ? append : "");
+        if (r < 0) {
                 s->cmdline = NULL;
                 return log_error_errno(-ENOMEM, "out of memory");
         }
@@ -411,6 +483,16 @@ int spec_load(const struct spec_options *o, struct spec **ret)
         if (!s->version || !s->name || !s->architecture)
                 return log_error_errno(-ENOMEM, "out of memory");
         s->boot_mode = s->template->boot_mode;
+        s->verity = o->verity;
+        if (!spec_version_is_valid(s->name))
+                return log_syntax(s->template_path, template_key_line(s->template, "Image", "Name"),
+                                  "invalid Name= '%s': use lower-case letters, digits, '.', '_' and '-' (as "
+                                  "os-release IMAGE_ID)",
+                                  s->name);
+        if (asprintf(&s->stamp, "%s_%s", s->name, s->version) < 0) {
+                s->stamp = NULL;
+                return log_error_errno(-ENOMEM, "out of memory");
+        }
 
         if (o->kickstart) {
                 r = spec_resolve_input(o->kickstart, "kickstart", ".ks", &s->kickstart_path);

@@ -4,6 +4,7 @@
  * the outputs. The same inputs always give the same spec. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -25,6 +26,7 @@ struct spec_options {
         const char *version;    /* NULL = the template's Version= */
         const char *output_dir; /* NULL = "." */
         const char *format;     /* "raw" (default) or "qcow2" */
+        bool verity;            /* a root-verity partition and dm-verity at boot */
 };
 
 struct spec {
@@ -37,13 +39,16 @@ struct spec {
         char *version;
         char *architecture;
         enum boot_mode boot_mode;
+        bool verity; /* the root is opened through dm-verity (--verity) */
+        char *stamp; /* NAME_VERSION: the root's GPT name and (cut to 16 bytes) its label */
         uint64_t source_date_epoch;
         uint8_t seed[32]; /* SHA-256 over every input; all ids derive from it */
 
         struct part_layout *layout;
         char **packages; /* template's plus %packages, minus exclusions */
         char **packages_excluded;
-        char *cmdline; /* full kernel command line, root= included */
+        char *cmdline; /* full kernel command line, root= included; with verity all but
+                        * ingot.verity.roothash=, which the build appends */
 
         enum output_format format;
         char *output_dir;
@@ -63,6 +68,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct spec *, spec_free);
  * $INGOT_DATA_PATH (colon-separated) and then the installed data directory
  * under subdir. Returns a new string or -ENOENT. */
 int spec_resolve_input(const char *arg, const char *subdir, const char *suffix, char **ret);
+
+/* The device the initrd opens the verity root as (data/verity/). */
+#define SPEC_VERITY_DEVICE "/dev/mapper/ingot-root"
 
 /* Version strings as os-release IMAGE_VERSION allows: [0-9a-z._-]+ */
 bool spec_version_is_valid(const char *v);

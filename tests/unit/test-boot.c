@@ -142,7 +142,7 @@ static void test_stage_both(void **state)
         struct fixture *f = *state;
         _cleanup_free_ char *k = NULL, *efi = NULL, *efi2 = NULL;
 
-        assert_int_equal(boot_stage_esp(&f->spec, f->kernel, f->initrd, f->esp), 0);
+        assert_int_equal(boot_stage_esp(&f->spec, NULL, f->kernel, f->initrd, f->esp), 0);
         k = esp_file(f, "test/0/vmlinuz");
         assert_string_equal(k, "kernel bytes");
         k = x_free(k);
@@ -166,7 +166,7 @@ static void test_stage_uefi_only_with_timeout(void **state)
 
         f->spec.boot_mode = BOOT_MODE_UEFI;
         f->tmpl.timeout = 5;
-        assert_int_equal(boot_stage_esp(&f->spec, f->kernel, f->initrd, f->esp), 0);
+        assert_int_equal(boot_stage_esp(&f->spec, NULL, f->kernel, f->initrd, f->esp), 0);
         assert_true(exists(f, "EFI/BOOT/BOOTX64.EFI"));
         assert_false(exists(f, "syslinux"));
         conf = esp_file(f, "loader/loader.conf");
@@ -180,7 +180,7 @@ static void test_stage_bios_only_with_timeout(void **state)
 
         f->spec.boot_mode = BOOT_MODE_BIOS;
         f->tmpl.timeout = 3;
-        assert_int_equal(boot_stage_esp(&f->spec, f->kernel, f->initrd, f->esp), 0);
+        assert_int_equal(boot_stage_esp(&f->spec, NULL, f->kernel, f->initrd, f->esp), 0);
         assert_false(exists(f, "EFI"));
         assert_false(exists(f, "loader"));
         assert_true(exists(f, "test/0/vmlinuz"));
@@ -194,13 +194,13 @@ static void test_stage_errors(void **state)
         struct fixture *f = *state;
         char *bad = path_in(f->dir, "missing");
 
-        assert_int_equal(boot_stage_esp(&f->spec, bad, f->initrd, f->esp), -ENOENT);
+        assert_int_equal(boot_stage_esp(&f->spec, NULL, bad, f->initrd, f->esp), -ENOENT);
         free(bad);
         f->spec.name = (char *)"../x";
-        assert_int_equal(boot_stage_esp(&f->spec, f->kernel, f->initrd, f->esp), -EINVAL);
+        assert_int_equal(boot_stage_esp(&f->spec, NULL, f->kernel, f->initrd, f->esp), -EINVAL);
         f->spec.name = (char *)"test";
         setenv("INGOT_SYSTEMD_BOOT_EFI_DIR", f->dir, 1); /* no systemd-boot there */
-        assert_int_equal(boot_stage_esp(&f->spec, f->kernel, f->initrd, f->esp), -ENOENT);
+        assert_int_equal(boot_stage_esp(&f->spec, NULL, f->kernel, f->initrd, f->esp), -ENOENT);
 }
 
 static int run(const char *const *argv)

@@ -254,6 +254,8 @@ static void check_gpt(const struct spec *s, const char *img)
                 assert_string_equal(json_string_value(json_object_get(p, "name")), e->name);
                 if (e->role == PART_ROLE_ESP)
                         assert_string_equal(attrs, "LegacyBIOSBootable");
+                else if (e->role == PART_ROLE_ROOT)
+                        assert_string_equal(attrs, "GUID:60"); /* read-only, the seal */
                 else
                         assert_null(attrs);
         }
@@ -487,7 +489,7 @@ static void test_too_small(void **state)
         free(cmd(create));
         assert_int_equal(disk_build(s, &in, img), -ENOSPC);
         msg = logged(f);
-        if (!strstr(msg, "the root filesystem content does not fit its 16M partition 3 'root': "))
+        if (!strstr(msg, "the root filesystem content does not fit its 16M partition 3 'disktest_1.0': "))
                 fail_msg("unexpected message: %s", msg);
         assert_int_equal(access(img, F_OK), -1);
         assert_int_equal(errno, ENOENT);

@@ -161,7 +161,13 @@ static void test_kickstart_layout_and_packages(void **state)
         assert_int_equal(s->layout->entries[1].role, PART_ROLE_ESP);
         assert_int_equal(s->layout->entries[2].role, PART_ROLE_ROOT);
         assert_int_equal(s->layout->entries[2].size, UINT64_C(300) << 20);
-        assert_string_equal(s->layout->entries[2].label, "rootfs");
+        /* the sealed root: read-only, named and labelled with the version stamp */
+        assert_string_equal(s->layout->entries[2].label, "test_1.0.0");
+        assert_string_equal(s->layout->entries[2].name, "test_1.0.0");
+        assert_true(s->layout->entries[2].read_only);
+        assert_false(s->layout->entries[3].read_only);
+        assert_non_null(strstr(s->cmdline, " ro"));
+        assert_null(strstr(s->cmdline, " rw"));
         assert_int_equal(s->layout->entries[3].role, PART_ROLE_VAR);
         assert_int_equal(s->layout->entries[4].role, PART_ROLE_SWAP);
         /* /var grew into everything the others left */
