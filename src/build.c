@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,19 +18,27 @@
 #include "build.h"
 #include "disk.h"
 #include "rootfs.h"
+#include "seal.h"
 #include "shared/fileio.h"
+#include "shared/id128.h"
 #include "shared/log.h"
 #include "shared/run.h"
+#include "sign.h"
 #include "verity.h"
 
-/* What a signal must remove: the partial image. unlink() is safe in a
- * handler; the work directory is swept by the next build instead. */
-static char partial_path[4096];
+/* What a signal must remove: the partial image, manifest and signature.
+ * unlink() is safe in a handler; the work directory is swept by the next
+ * build instead. */
+static char partial_path[4096], partial_manifest[4096], partial_sig[4096];
 
 static void on_signal(int sig)
 {
         if (partial_path[0])
                 unlink(partial_path);
+        if (partial_manifest[0])
+                unlink(partial_manifest);
+        if (partial_sig[0])
+                unlink(partial_sig);
         signal(sig, SIG_DFL);
         raise(sig);
 }
@@ -87,17 +96,18 @@ static void sweep_stale_work(const char *work_root)
         closedir(d);
 }
 
-/* Partial images of this name left by killed builds (their PID gone). */
-static void sweep_stale_partials(const struct spec *s)
+/* Partials of this output (image, manifest, signature) left by killed
+ * builds (their PID gone). */
+static void sweep_stale_partials_of(const struct spec *s, const char *output)
 {
         DIR *d = opendir(s->output_dir);
-        const char *base = strrchr(s->output_image, '/');
+        const char *base = strrchr(output, '/');
         struct dirent *de;
         char prefix[512];
 
         if (!d)
                 return;
-        snprintf(prefix, sizeof(prefix), ".%s.partial-", base ? base + 1 : s->output_image);
+        snprintf(prefix, sizeof(prefix), ".%s.partial-", base ? base + 1 : output);
         while ((de = readdir(d))) {
                 char path[4096];
                 long pid;
@@ -187,8 +197,38 @@ static int stage_esp(const char *image, void *userdata)
         return boot_stage_esp(s, cmdline, e->root->kernel, e->root->initrd, e->esp);
 }
 
+/* Digests the raw disk into the manifest partial and signs it when asked. */
+static int seal_stage(const struct spec *s, EVP_PKEY *key, const struct verity_result *verity, const char *raw,
+                      const char *manifest, const char *sig)
+{
+        char rootfs_hex[65];
+        uint8_t d[32];
+        int r;
+
+        /* TODO(lead): the rootfs input's digest is the rootfs cache key;
+         * until it is passed here, a stand-in derived from the seed. */
+        sha256_buffer(s->seed, sizeof(s->seed), d);
+        hex_encode(d, sizeof(d), rootfs_hex);
+
+        r = seal_manifest_write(&(struct seal_input){ .spec = s,
+                                                      .format = s->format,
+                                                      .rootfs_digest = rootfs_hex,
+                                                      .verity = verity },
+                                raw, manifest);
+        if (r < 0)
+                return r;
+        if (!key)
+                return 0;
+        r = sign_file(key, manifest, sig);
+        if (r < 0)
+                return log_error_errno(r, "cannot sign the manifest: %m");
+        return 0;
+}
+
 int build_image(const struct spec *s, const struct build_options *o)
 {
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
+        _cleanup_free_ char *manifest = NULL, *sig = NULL, *sig_final = NULL;
         _cleanup_(rootfs_freep) struct rootfs *root = NULL;
         _cleanup_free_ char *cache = NULL, *work_root = NULL, *work = NULL, *esp = NULL, *raw = NULL, *qcow = NULL;
         const char *base = strrchr(s->output_image, '/');
@@ -198,6 +238,19 @@ int build_image(const struct spec *s, const struct build_options *o)
         struct sigaction sa = { .sa_handler = on_signal };
         double t0 = now();
         int r;
+
+        /* A signing key that cannot sign is bad input, found before any work. */
+        if (o->sign_key) {
+                r = sign_load_private_key(o->sign_key, &key);
+                if (r == -EBADMSG)
+                        return log_error_errno(-EBADMSG, "'%s' is not an Ed25519 private key (PEM)", o->sign_key);
+                if (r < 0) {
+                        log_error_errno(r, "cannot read the signing key '%s': %m", o->sign_key);
+                        return -EBADMSG;
+                }
+        }
+        if (asprintf(&sig_final, "%s%s", s->output_manifest, SIGN_SIG_SUFFIX) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
 
         r = build_cache_dir(o, &cache);
         if (r < 0)
@@ -212,7 +265,9 @@ int build_image(const struct spec *s, const struct build_options *o)
         if (r < 0)
                 return log_error_errno(r, "cannot create '%s': %m", work_root);
         sweep_stale_work(work_root);
-        sweep_stale_partials(s);
+        sweep_stale_partials_of(s, s->output_image);
+        sweep_stale_partials_of(s, s->output_manifest);
+        sweep_stale_partials_of(s, sig_final);
         rm_rf(work);
         r = mkdir_p(esp, 0700);
         if (r < 0)
@@ -249,6 +304,23 @@ int build_image(const struct spec *s, const struct build_options *o)
                 goto fail;
         stage_end(&c, NULL);
 
+        /* The manifest describes the raw disk, so it is made before any
+         * conversion; it and its signature are partials until the end. */
+        stage_begin(&c, "seal", o->progress);
+        if (asprintf(&manifest, "%s/.%s.partial-%ld", s->output_dir, strrchr(s->output_manifest, '/') + 1,
+                     (long)getpid()) < 0 ||
+            asprintf(&sig, "%s/.%s.partial-%ld", s->output_dir, strrchr(sig_final, '/') + 1, (long)getpid()) < 0) {
+                r = log_error_errno(-ENOMEM, "out of memory");
+                goto fail;
+        }
+        snprintf(partial_manifest, sizeof(partial_manifest), "%s", manifest);
+        snprintf(partial_sig, sizeof(partial_sig), "%s", sig);
+        /* the verity result: filled by the disk stage when s->verity */
+        r = seal_stage(s, key, s->verity ? &verity : NULL, raw, manifest, sig);
+        if (r < 0)
+                goto fail;
+        stage_end(&c, key ? "(manifest signed)" : NULL);
+
         if (s->format == OUTPUT_FORMAT_QCOW2) {
                 stage_begin(&c, "qcow2", o->progress);
                 if (asprintf(&qcow, "%s.qcow2", raw) < 0) {
@@ -267,6 +339,22 @@ int build_image(const struct spec *s, const struct build_options *o)
                 stage_end(&c, NULL);
         }
 
+        /* manifest and signature first, the image last; a signature from an
+         * earlier build of this name must not outlive its manifest */
+        if (!key && unlink(sig_final) < 0 && errno != ENOENT) {
+                r = log_error_errno(-errno, "cannot remove the old signature '%s': %m", sig_final);
+                goto fail;
+        }
+        if (rename(manifest, s->output_manifest) < 0) {
+                r = log_error_errno(-errno, "cannot rename the manifest into place as '%s': %m", s->output_manifest);
+                goto fail;
+        }
+        partial_manifest[0] = '\0';
+        if (key && rename(sig, sig_final) < 0) {
+                r = log_error_errno(-errno, "cannot rename the signature into place as '%s': %m", sig_final);
+                goto fail;
+        }
+        partial_sig[0] = '\0';
         if (rename(raw, s->output_image) < 0) {
                 r = log_error_errno(-errno, "cannot rename the image into place as '%s': %m", s->output_image);
                 goto fail;
@@ -278,7 +366,142 @@ int build_image(const struct spec *s, const struct build_options *o)
 
 fail:
         unlink(raw);
-        partial_path[0] = '\0';
+        if (manifest)
+                unlink(manifest);
+        if (sig)
+                unlink(sig);
+        partial_path[0] = partial_manifest[0] = partial_sig[0] = '\0';
         rm_rf(work);
+        return r;
+}
+
+/* The first byte where a and b differ, as "partition N 'name' at byte X
+ * (offset Y in the partition)" or outside the partitions; 0 when they are
+ * identical, 1 when they differ (*ret says where), negative errno. */
+static int compare_images(const struct spec *s, const char *a, const char *b, char **ret)
+{
+        _cleanup_close_ int fa = open(a, O_RDONLY | O_CLOEXEC), fb = open(b, O_RDONLY | O_CLOEXEC);
+        _cleanup_free_ uint8_t *ba = malloc(1 << 20), *bb = malloc(1 << 20);
+        uint64_t off = 0;
+
+        if (fa < 0 || fb < 0)
+                return log_error_errno(-errno, "cannot open the images to compare: %m");
+        if (!ba || !bb)
+                return log_error_errno(-ENOMEM, "out of memory");
+        for (;;) {
+                ssize_t na = read(fa, ba, 1 << 20), nb = read(fb, bb, 1 << 20);
+                size_t n, i = 0;
+
+                if (na < 0 || nb < 0)
+                        return log_error_errno(-errno, "cannot read the images to compare: %m");
+                n = (size_t)(na < nb ? na : nb);
+                while (i < n && ba[i] == bb[i])
+                        i++;
+                if (i == n && na == nb) {
+                        if (na == 0)
+                                return 0;
+                        off += (uint64_t)n;
+                        continue;
+                }
+                off += i;
+                for (size_t k = 0; k < s->layout->n_entries; k++) {
+                        const struct part_entry *e = &s->layout->entries[k];
+
+                        if (off >= e->start && off < e->start + e->size)
+                                return asprintf(ret, "partition %u '%s' at byte %" PRIu64 " (offset %" PRIu64
+                                                     " in the partition)",
+                                                e->number, e->name, off, off - e->start) < 0
+                                               ? -ENOMEM
+                                               : 1;
+                }
+                return asprintf(ret, "the partition table or the space between partitions at byte %" PRIu64, off) < 0
+                               ? -ENOMEM
+                               : 1;
+        }
+}
+
+/* Moves every file of dir whose name starts with prefix into dest_dir. */
+static int move_outputs(const char *dir, const char *dest_dir)
+{
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        int r = 0;
+
+        if (!d)
+                return -errno;
+        while ((de = readdir(d)) && r >= 0) {
+                _cleanup_free_ char *from = NULL, *to = NULL;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                if (asprintf(&from, "%s/%s", dir, de->d_name) < 0 || asprintf(&to, "%s/%s", dest_dir, de->d_name) < 0)
+                        r = -ENOMEM;
+                else if (rename(from, to) < 0)
+                        r = -errno;
+        }
+        closedir(d);
+        return r;
+}
+
+int build_check_reproducible(const struct spec_options *so, const struct build_options *o)
+{
+        _cleanup_(spec_freep) struct spec *first = NULL, *second = NULL, *final = NULL;
+        _cleanup_free_ char *dir1 = NULL, *dir2 = NULL, *where = NULL;
+        struct spec_options a = *so, b = *so;
+        const char *out = so->output_dir ? so->output_dir : ".";
+        int r;
+
+        /* the final spec first: bad input fails before anything is built */
+        r = spec_load(so, &final);
+        if (r < 0)
+                return r;
+        r = mkdir_p(out, 0755);
+        if (r < 0)
+                return log_error_errno(r, "cannot create output directory '%s': %m", out);
+        if (asprintf(&dir1, "%s/.ingot-repro-1-XXXXXX", out) < 0 || asprintf(&dir2, "%s/.ingot-repro-2-XXXXXX", out) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
+        if (!mkdtemp(dir1) || !mkdtemp(dir2)) {
+                r = log_error_errno(-errno, "cannot create a directory in '%s': %m", out);
+                goto finish;
+        }
+        a.output_dir = dir1;
+        b.output_dir = dir2;
+        r = spec_load(&a, &first);
+        if (r >= 0)
+                r = spec_load(&b, &second);
+        if (r < 0)
+                goto finish;
+
+        log_info("reproducibility check: first build in %s", dir1);
+        r = build_image(first, o);
+        if (r < 0)
+                goto finish;
+        log_info("reproducibility check: second build in %s", dir2);
+        r = build_image(second, o);
+        if (r < 0)
+                goto finish;
+
+        r = compare_images(final, first->output_image, second->output_image, &where);
+        if (r < 0)
+                goto finish;
+        if (r > 0) {
+                log_error("not reproducible: the two builds differ first in %s; both are kept: %s and %s", where,
+                          first->output_image, second->output_image);
+                dir1 = x_free(dir1); /* kept for inspection */
+                dir2 = x_free(dir2);
+                return -EIO;
+        }
+        r = move_outputs(dir1, out);
+        if (r < 0) {
+                log_error_errno(r, "cannot move the image from '%s' to '%s': %m", dir1, out);
+                goto finish;
+        }
+        log_info("reproducible: two builds in separate directories are identical: %s", final->output_image);
+        r = 0;
+finish:
+        if (dir1)
+                rm_rf(dir1);
+        if (dir2)
+                rm_rf(dir2);
         return r;
 }

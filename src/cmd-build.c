@@ -15,7 +15,7 @@
 
 int cmd_build(int argc, char **argv, const struct cli_context *ctx)
 {
-        enum { ARG_VERSION = 0x100, ARG_FORMAT, ARG_CACHE_DIR };
+        enum { ARG_VERSION = 0x100, ARG_FORMAT, ARG_CACHE_DIR, ARG_VERITY, ARG_CHECK_REPRODUCIBLE, ARG_SIGN_KEY };
         static const struct option options[] = { { "template", required_argument, NULL, 't' },
                                                  { "kickstart", required_argument, NULL, 'k' },
                                                  { "version", required_argument, NULL, ARG_VERSION },
@@ -23,11 +23,15 @@ int cmd_build(int argc, char **argv, const struct cli_context *ctx)
                                                  { "format", required_argument, NULL, ARG_FORMAT },
                                                  { "dry-run", no_argument, NULL, 'n' },
                                                  { "cache-dir", required_argument, NULL, ARG_CACHE_DIR },
+                                                 { "verity", no_argument, NULL, ARG_VERITY },
+                                                 { "sign-key", required_argument, NULL, ARG_SIGN_KEY },
+                                                 { "check-reproducible", no_argument, NULL,
+                                                   ARG_CHECK_REPRODUCIBLE },
                                                  {} };
         struct spec_options o = { 0 };
         struct build_options b = { .progress = isatty(STDERR_FILENO) };
         _cleanup_(spec_freep) struct spec *s = NULL;
-        bool dry_run = false;
+        bool dry_run = false, check_reproducible = false;
         int c, r;
 
         opterr = 0;
@@ -55,6 +59,15 @@ int cmd_build(int argc, char **argv, const struct cli_context *ctx)
                 case ARG_CACHE_DIR:
                         b.cache_dir = optarg;
                         break;
+                case ARG_SIGN_KEY:
+                        b.sign_key = optarg;
+                        break;
+                case ARG_VERITY:
+                        o.verity = true;
+                        break;
+                case ARG_CHECK_REPRODUCIBLE:
+                        check_reproducible = true;
+                        break;
                 case ':':
                         return cli_usage_error("build", "option '%s' needs a value", argv[optind - 1]);
                 default:
@@ -66,6 +79,10 @@ int cmd_build(int argc, char **argv, const struct cli_context *ctx)
                 return r;
         if (!o.template)
                 return cli_usage_error("build", "no template: give -t TEMPLATE");
+        if (check_reproducible && dry_run)
+                return cli_usage_error("build", "--check-reproducible builds; it cannot go with --dry-run");
+        if (check_reproducible)
+                return cli_exit_code(build_check_reproducible(&o, &b));
         r = spec_load(&o, &s);
         if (r < 0)
                 return cli_exit_code(r);

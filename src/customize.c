@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sched.h>
@@ -22,12 +23,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "customize.h"
 #include "rootfs-internal.h"
 #include "shared/fileio.h"
 #include "shared/log.h"
 #include "shared/run.h"
 #include "shared/strv.h"
+
+#include "src/data-files.h" /* generated from data/ */
 
 #define POST_TAIL_LINES 20
 
@@ -1076,40 +1081,427 @@ static int apply_services(const struct tree *t, const struct spec *s)
 /* systemd images say they are up with a oneshot unit after
  * multi-user.target; the busybox init prints the line itself, from
  * /etc/os-release. */
+static int install_unit(const struct tree *t, const char *name, const char *text, const char *wanted_by);
+static int run_script(const struct tree *t, const struct spec *s, const struct ks_script *sc, size_t index,
+                      const char *scratch);
+
+static const char ready_script[] =
+        "#!/bin/sh\n"
+        "# Written by ingot: the line 'ingot boot' waits for on the console, with\n"
+        "# the version stamp from /etc/os-release and whether / is on dm-verity.\n"
+        ". /etc/os-release\n"
+        "verity=off\n"
+        "[ -x /usr/lib/ingot/verity-status ] && verity=$(/usr/lib/ingot/verity-status)\n"
+        "echo \"ingot-ready name=$IMAGE_ID version=$IMAGE_VERSION verity=$verity\"\n";
+
+static const char ready_unit[] =
+        "# Written by ingot: tells 'ingot boot' on the console that the image is up.\n"
+        "[Unit]\n"
+        "Description=Report that the image is up\n"
+        "After=multi-user.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "ExecStart=/usr/lib/ingot/ready\n"
+        "StandardOutput=tty\n"
+        "TTYPath=/dev/console\n"
+        "StandardError=journal\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n";
+
 static int install_ready_hook(const struct tree *t, const struct spec *s)
 {
-        _cleanup_free_ char *unit = NULL;
         int r;
 
+        (void)s;
         if (!tree_is_systemd(t)) {
                 if (!tree_is_busybox(t))
                         log_warning("the tree has neither systemd nor the busybox init: no ready line is installed, "
                                     "'ingot boot' will time out");
                 return 0;
         }
-        if (asprintf(&unit,
-                     "# Written by ingot: tells 'ingot boot' on the console that the image is up.\n"
-                     "[Unit]\n"
-                     "Description=Report that the image is up\n"
-                     "After=multi-user.target\n"
-                     "\n"
-                     "[Service]\n"
-                     "Type=oneshot\n"
-                     "ExecStart=/bin/echo ingot-ready name=%s version=%s\n"
-                     "StandardOutput=tty\n"
-                     "TTYPath=/dev/console\n"
-                     "StandardError=journal\n"
-                     "\n"
-                     "[Install]\n"
-                     "WantedBy=multi-user.target\n",
-                     s->name, s->version) < 0)
-                return log_oom_rootfs();
-        r = tree_write(t, "etc/systemd/system/ingot-ready.service", unit, 0644);
+        r = tree_write(t, "usr/lib/ingot/ready", ready_script, 0755);
         if (r >= 0)
-                r = tree_symlink(t, "etc/systemd/system/multi-user.target.wants/ingot-ready.service",
-                                 "/etc/systemd/system/ingot-ready.service");
+                r = tree_write(t, "usr/lib/ingot/verity-status", data_verity_ingot_verity_status, 0755);
         if (r < 0)
-                return log_error_errno(r, "cannot install the ready unit in the tree: %m");
+                return log_error_errno(r, "cannot install the ready script in the tree: %m");
+        return install_unit(t, "ingot-ready.service", ready_unit, "multi-user.target");
+}
+
+/* --verity: the initrd must open the root through dm-verity before it
+ * mounts it. initramfs-tools gets a hook (veritysetup and dm-verity into
+ * the initrd) and a local-top script (data/verity/), and the initrd is made
+ * again inside the tree; the build takes it from there. */
+static int install_verity(const struct tree *t, const struct spec *s, const char *scratch)
+{
+        static char body[] = "set -e\nupdate-initramfs -u -k all\n";
+        static const struct ks_script regen = {
+                .body = body,
+                .erroronfail = true,
+                .loc = { .file = "(ingot --verity)", .line = 1 },
+        };
+        int r;
+
+        if (!s->verity)
+                return 0;
+        if (!tree_exists(t, "usr/share/initramfs-tools/hook-functions"))
+                return log_error_errno(-EBADMSG, "--verity needs initramfs-tools in the image (its initrd opens the "
+                                                 "verity root); the tree has none");
+        if (!tree_exists(t, "sbin/veritysetup") && !tree_exists(t, "usr/sbin/veritysetup"))
+                return log_error_errno(-EBADMSG, "--verity needs veritysetup in the image (package cryptsetup-bin)");
+        r = tree_write(t, "etc/initramfs-tools/hooks/ingot-verity", data_verity_initramfs_hook, 0755);
+        if (r >= 0)
+                r = tree_write(t, "etc/initramfs-tools/scripts/local-top/ingot-verity", data_verity_initramfs_local_top,
+                               0755);
+        if (r < 0)
+                return log_error_errno(r, "cannot install the verity initrd hooks in the tree: %m");
+        return run_script(t, s, &regen, 1000, scratch);
+}
+
+/* ---- the seal: state on tmpfs, identity, first-boot secrets, sysprep ---- */
+
+/* The root is mounted read-only and its ext4 has the read-only feature,
+ * so what must be writable lives in memory: /tmp a tmpfs, /var an overlay
+ * whose upper layer is a tmpfs under /run (the image's /var stays visible
+ * below it, so nginx's /var/www, dpkg's database and the rest of
+ * /var/lib keep working). Every boot starts from the image again. */
+static const char unit_state[] =
+        "# Written by ingot: the writable layer of /var lives in memory.\n"
+        "[Unit]\n"
+        "Description=Writable state for the read-only image\n"
+        "DefaultDependencies=no\n"
+        "Before=var.mount\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        "ExecStart=/bin/mkdir -p /run/ingot/var/upper /run/ingot/var/work\n";
+
+static const char unit_var[] =
+        "# Written by ingot: /var as an overlay on the read-only image.\n"
+        "[Unit]\n"
+        "Description=/var, writable, in memory over the image's\n"
+        "DefaultDependencies=no\n"
+        "Requires=ingot-state.service\n"
+        "After=ingot-state.service\n"
+        "Conflicts=umount.target\n"
+        "Before=local-fs.target umount.target systemd-journal-flush.service\n"
+        "\n"
+        "[Mount]\n"
+        "What=overlay\n"
+        "Where=/var\n"
+        "Type=overlay\n"
+        "Options=lowerdir=/var,upperdir=/run/ingot/var/upper,workdir=/run/ingot/var/work\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=local-fs.target\n";
+
+static const char unit_tmp[] =
+        "# Written by ingot: /tmp in memory (the root is read-only).\n"
+        "[Unit]\n"
+        "Description=Temporary Directory /tmp\n"
+        "ConditionPathIsSymbolicLink=!/tmp\n"
+        "DefaultDependencies=no\n"
+        "Conflicts=umount.target\n"
+        "Before=local-fs.target umount.target\n"
+        "After=swap.target\n"
+        "\n"
+        "[Mount]\n"
+        "What=tmpfs\n"
+        "Where=/tmp\n"
+        "Type=tmpfs\n"
+        "Options=mode=1777,strictatime,nosuid,nodev,size=50%,nr_inodes=1m\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=local-fs.target\n";
+
+/* No host keys in the image (sysprep); every instance makes its own at
+ * boot, under /run because /etc is read-only. */
+static const char unit_ssh_keys[] =
+        "# Written by ingot: this instance's SSH host keys (the image has none).\n"
+        "[Unit]\n"
+        "Description=SSH host keys for this instance\n"
+        "Before=ssh.service\n"
+        "ConditionPathExists=/usr/bin/ssh-keygen\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        "ExecStart=/bin/mkdir -p /run/ingot/ssh/etc/ssh\n"
+        "ExecStart=/usr/bin/ssh-keygen -A -f /run/ingot/ssh\n";
+
+static const char sshd_host_keys[] =
+        "# Written by ingot: the image is read-only and carries no host keys;\n"
+        "# ingot-ssh-host-keys.service makes them at boot.\n"
+        "HostKey /run/ingot/ssh/etc/ssh/ssh_host_ed25519_key\n"
+        "HostKey /run/ingot/ssh/etc/ssh/ssh_host_ecdsa_key\n"
+        "HostKey /run/ingot/ssh/etc/ssh/ssh_host_rsa_key\n";
+
+static int install_unit(const struct tree *t, const char *name, const char *text, const char *wanted_by)
+{
+        _cleanup_free_ char *path = NULL, *link = NULL, *target = NULL;
+        int r;
+
+        if (asprintf(&path, "etc/systemd/system/%s", name) < 0 || asprintf(&target, "/%s", path) < 0)
+                return log_oom_rootfs();
+        r = tree_write(t, path, text, 0644);
+        if (r >= 0 && wanted_by) {
+                if (asprintf(&link, "etc/systemd/system/%s.wants/%s", wanted_by, name) < 0)
+                        return log_oom_rootfs();
+                r = tree_symlink(t, link, target);
+        }
+        if (r < 0)
+                return log_error_errno(r, "cannot install '%s' in the tree: %m", name);
+        return 0;
+}
+
+static int install_state(const struct tree *t)
+{
+        int r;
+
+        if (!tree_is_systemd(t))
+                return 0; /* the busybox init mounts them itself (data/busybox/rcS) */
+        r = install_unit(t, "ingot-state.service", unit_state, NULL);
+        if (r >= 0)
+                r = install_unit(t, "var.mount", unit_var, "local-fs.target");
+        if (r >= 0)
+                r = install_unit(t, "tmp.mount", unit_tmp, "local-fs.target");
+        if (r >= 0 && tree_exists(t, "usr/sbin/sshd")) {
+                r = install_unit(t, "ingot-ssh-host-keys.service", unit_ssh_keys, "ssh.service");
+                if (r >= 0 && (r = tree_write(t, "etc/ssh/sshd_config.d/ingot-host-keys.conf", sshd_host_keys, 0644)) < 0)
+                        log_error_errno(r, "cannot write the sshd host key configuration in the tree: %m");
+        }
+        return r;
+}
+
+/* /usr/lib/ingot/image.json: the version stamp, machine-readable, and
+ * what the hygiene gate may find on purpose. */
+static const char *file_name(const char *path)
+{
+        const char *slash = path ? strrchr(path, '/') : NULL;
+
+        return slash ? slash + 1 : path;
+}
+
+static int install_image_json(const struct tree *t, const struct spec *s, const char *rootfs_digest)
+{
+        const struct kickstart *ks = s->kickstart;
+        json_t *j, *keep = json_array(), *kick = json_null();
+        char *text;
+        char tdigest[65], kdigest[65];
+        int r;
+
+        for (size_t i = 0; keep && ks && i < ks->n_sshkeys; i++)
+                if (streq(ks->sshkeys[i].username, "root")) {
+                        json_array_append_new(keep, json_string("/root/.ssh/authorized_keys"));
+                        break;
+                }
+        if (ks)
+                kick = json_pack("{s:s, s:s}", "file", file_name(s->kickstart_path), "sha256",
+                                 hex_encode(ks->digest, 32, kdigest));
+        j = json_pack("{s:s, s:s, s:s, s:I, s:b, s:{s:{s:s, s:s}, s:o, s:{s:s?}}, s:{s:o}}", "name", s->name,
+                      "version", s->version, "architecture", s->architecture, "source_date_epoch",
+                      (json_int_t)s->source_date_epoch, "verity", s->verity, "inputs", "template", "file",
+                      file_name(s->template_path), "sha256", hex_encode(s->template->digest, 32, tdigest),
+                      "kickstart", kick, "rootfs", "sha256", rootfs_digest, "sysprep", "keep", keep);
+        if (!j)
+                return log_oom_rootfs();
+        text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(j);
+        if (!text)
+                return log_oom_rootfs();
+        r = tree_write_full(t, "usr/lib/ingot/image.json", text, strlen(text), 0644, 0, 0, false);
+        if (r >= 0)
+                r = tree_write_full(t, "usr/lib/ingot/image.json", "\n", 1, 0644, 0, 0, true);
+        free(text);
+        if (r < 0)
+                return log_error_errno(r, "cannot write '/usr/lib/ingot/image.json' in the tree: %m");
+        return 0;
+}
+
+/* Removes name in dfd, directories with everything in them. */
+static int remove_at(int dfd, const char *name)
+{
+        _cleanup_close_ int fd = -1;
+        DIR *d;
+        struct dirent *de;
+        int r = 0;
+
+        if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT)
+                return 0;
+        if (errno != EISDIR && errno != EPERM)
+                return -errno;
+        fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        d = fdopendir(fd);
+        if (!d)
+                return -errno;
+        fd = -1; /* now d's */
+        while ((de = readdir(d)))
+                if (!streq(de->d_name, ".") && !streq(de->d_name, "..") && r >= 0)
+                        r = remove_at(dirfd(d), de->d_name);
+        closedir(d);
+        if (r >= 0 && unlinkat(dfd, name, AT_REMOVEDIR) < 0)
+                r = -errno;
+        return r;
+}
+
+enum sysprep_how {
+        SYSPREP_MATCH,       /* entries of dir matching a pattern, whole */
+        SYSPREP_FILES_BELOW, /* regular files anywhere below dir; directories stay */
+};
+
+/* What virt-sysprep's operations remove that a sealed image must not
+ * carry (reference/virt-sysprep.pod). home/ is expanded to each home. */
+static const struct sysprep_rule {
+        const char *dir;
+        const char *const patterns[12];
+        enum sysprep_how how;
+} sysprep_rules[] = {
+        { "etc/ssh", { "ssh_host_*" }, SYSPREP_MATCH },                                  /* ssh-hostkeys */
+        { "var/log", { "*" }, SYSPREP_FILES_BELOW },                                     /* logfiles */
+        { "var/cache/apt", { "*.bin" }, SYSPREP_MATCH },                                 /* package-manager-cache */
+        { "var/cache/apt/archives", { "*.deb" }, SYSPREP_MATCH },
+        { "var/lib/apt/lists", { "*[!k]", "*[!c]k" }, SYSPREP_FILES_BELOW },            /* all but "lock" */
+        { "var/lib/systemd", { "random-seed" }, SYSPREP_MATCH },                         /* random-seed */
+        { "var/lib/urandom", { "random-seed" }, SYSPREP_MATCH },
+        { "var/lib/dhcp", { "*" }, SYSPREP_MATCH },                                      /* dhcp-client-state */
+        { "var/lib/dhclient", { "*" }, SYSPREP_MATCH },
+        { "var/lib/NetworkManager", { "*.lease", "*.leases", "*-lease-*" }, SYSPREP_MATCH },
+        { "tmp", { "*", ".*" }, SYSPREP_MATCH },                                         /* tmp-files */
+        { "var/tmp", { "*", ".*" }, SYSPREP_MATCH },
+};
+
+/* bash-history and friends, in /root and every /home/NAME */
+static const struct sysprep_rule history_rule = {
+        NULL,
+        { ".bash_history", ".ash_history", ".sh_history", ".zsh_history", ".python_history", ".lesshst", ".viminfo",
+          ".mysql_history", ".psql_history", ".wget-hsts" },
+        SYSPREP_MATCH,
+};
+
+static bool sysprep_match(const struct sysprep_rule *rule, const char *name)
+{
+        if (streq(name, ".") || streq(name, ".."))
+                return false;
+        for (size_t i = 0; i < ELEMENTSOF(rule->patterns) && rule->patterns[i]; i++)
+                if (fnmatch(rule->patterns[i], name, 0) == 0)
+                        return true;
+        return false;
+}
+
+/* Applies rule in the open directory dfd (closed here). */
+static int sysprep_dir(const struct sysprep_rule *rule, int dfd, unsigned depth)
+{
+        DIR *d = fdopendir(dfd);
+        struct dirent *de;
+        int r = 0;
+
+        if (!d) {
+                close(dfd);
+                return -errno;
+        }
+        while ((de = readdir(d)) && r >= 0) {
+                struct stat st;
+
+                if (!sysprep_match(rule, de->d_name) &&
+                    !(rule->how == SYSPREP_FILES_BELOW && depth > 0 && !streq(de->d_name, ".") &&
+                      !streq(de->d_name, "..")))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (rule->how == SYSPREP_MATCH)
+                        r = remove_at(dirfd(d), de->d_name);
+                else if (S_ISDIR(st.st_mode) && depth < 16) {
+                        int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub >= 0)
+                                r = sysprep_dir(rule, sub, depth + 1);
+                } else if (!S_ISDIR(st.st_mode) && unlinkat(dirfd(d), de->d_name, 0) < 0)
+                        r = -errno;
+        }
+        closedir(d);
+        return r;
+}
+
+static int sysprep_rule_apply(const struct tree *t, const struct sysprep_rule *rule, const char *dir)
+{
+        int fd = rootfs_open_in_root(t->fd, dir, O_RDONLY | O_DIRECTORY, 0);
+        int r;
+
+        if (fd == -ENOENT || fd == -ENOTDIR)
+                return 0;
+        if (fd < 0)
+                return log_error_errno(fd, "sysprep: cannot open '/%s' in the tree: %m", dir);
+        r = sysprep_dir(rule, fd, 0);
+        if (r < 0)
+                return log_error_errno(r, "sysprep: cannot clean '/%s' in the tree: %m", dir);
+        return 0;
+}
+
+/* Runs last, after %post: whatever the bootstrap, the packages and the
+ * scripts left that belongs to one machine or one build. */
+static int sysprep(const struct tree *t)
+{
+        _cleanup_close_ int home = -1;
+        struct stat st;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(sysprep_rules); i++) {
+                r = sysprep_rule_apply(t, &sysprep_rules[i], sysprep_rules[i].dir);
+                if (r < 0)
+                        return r;
+        }
+        r = sysprep_rule_apply(t, &history_rule, "root");
+        if (r < 0)
+                return r;
+        home = rootfs_open_in_root(t->fd, "home", O_RDONLY | O_DIRECTORY, 0);
+        if (home >= 0) {
+                DIR *d = fdopendir(home);
+                struct dirent *de;
+
+                if (!d)
+                        return log_error_errno(-errno, "sysprep: cannot read '/home' in the tree: %m");
+                home = -1;
+                r = 0;
+                while ((de = readdir(d)) && r >= 0) {
+                        _cleanup_free_ char *dir = NULL;
+
+                        if (de->d_name[0] == '.')
+                                continue;
+                        if (asprintf(&dir, "home/%s", de->d_name) < 0) {
+                                r = log_oom_rootfs();
+                                break;
+                        }
+                        r = sysprep_rule_apply(t, &history_rule, dir);
+                }
+                closedir(d);
+                if (r < 0)
+                        return r;
+        }
+        /* machine-id: "uninitialized" makes systemd treat the first boot as
+         * one and create it then (machine-id(5)), per instance */
+        if (tree_is_systemd(t) || tree_exists(t, "etc/machine-id")) {
+                r = tree_unlink(t, "etc/machine-id");
+                if (r >= 0 && tree_is_systemd(t))
+                        r = tree_write(t, "etc/machine-id", "uninitialized\n", 0444);
+                if (r < 0)
+                        return log_error_errno(r, "sysprep: cannot reset '/etc/machine-id' in the tree: %m");
+        }
+        {
+                _cleanup_close_ int fd = rootfs_open_in_root(t->fd, "var/lib/dbus", O_RDONLY | O_DIRECTORY, 0);
+                if (fd >= 0 && fstatat(fd, "machine-id", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+                    unlinkat(fd, "machine-id", 0) < 0)
+                        return log_error_errno(-errno, "sysprep: cannot remove '/var/lib/dbus/machine-id': %m");
+        }
+        /* resolv.conf written during the build (a symlink is the system's own) */
+        {
+                _cleanup_close_ int fd = rootfs_open_in_root(t->fd, "etc", O_RDONLY | O_DIRECTORY, 0);
+                if (fd >= 0 && fstatat(fd, "resolv.conf", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+                    unlinkat(fd, "resolv.conf", 0) < 0)
+                        return log_error_errno(-errno, "sysprep: cannot remove '/etc/resolv.conf': %m");
+        }
         return 0;
 }
 
@@ -1324,7 +1716,38 @@ static int apply_post(const struct tree *t, const struct spec *s, const char *sc
         return r;
 }
 
-int customize_apply(const struct spec *s, const char *root, const char *scratch_dir, bool scrub_host_files)
+/* Copies the initrd update-initramfs made in the tree to out. */
+static int take_initrd(const struct tree *t, const char *out)
+{
+        _cleanup_close_ int boot = rootfs_open_in_root(t->fd, "boot", O_RDONLY | O_DIRECTORY, 0);
+        _cleanup_free_ char *name = NULL;
+        _cleanup_close_ int fd = -1;
+        struct dirent *de;
+        DIR *d;
+        int r;
+
+        if (boot < 0)
+                return log_error_errno(boot, "no /boot in the tree: %m");
+        d = fdopendir(boot);
+        if (!d)
+                return log_error_errno(-errno, "cannot read /boot in the tree: %m");
+        boot = -1;
+        while ((de = readdir(d)))
+                if (strncmp(de->d_name, "initrd.img-", 11) == 0 && (!name || strcmp(de->d_name, name) > 0)) {
+                        free(name);
+                        name = strdup(de->d_name);
+                }
+        fd = name ? openat(dirfd(d), name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -ENOENT;
+        /* out may be a hard link into the cache: replace it, never write through it */
+        (void)unlink(out);
+        r = fd < 0 ? (name ? -errno : -ENOENT) : copy_fd_to_file(fd, out, 0644);
+        closedir(d);
+        if (r < 0)
+                return log_error_errno(r, "cannot take the initrd made for --verity from the tree: %m");
+        return 0;
+}
+
+int customize_apply(const struct spec *s, const char *root, const struct customize_options *o)
 {
         _cleanup_close_ int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         struct tree t = { .path = root, .fd = fd };
@@ -1334,7 +1757,7 @@ int customize_apply(const struct spec *s, const char *root, const char *scratch_
                 return log_error_errno(-errno, "cannot open the tree '%s': %m", root);
         r = apply_overlays(&t, s);
         if (r >= 0)
-                r = apply_system(&t, s, scrub_host_files);
+                r = apply_system(&t, s, o->scrub_host_files);
         if (r >= 0)
                 r = apply_users(&t, s);
         if (r >= 0)
@@ -1342,7 +1765,18 @@ int customize_apply(const struct spec *s, const char *root, const char *scratch_
         if (r >= 0)
                 r = install_ready_hook(&t, s);
         if (r >= 0)
-                r = apply_post(&t, s, scratch_dir);
+                r = install_image_json(&t, s, o->rootfs_digest ? o->rootfs_digest : "");
+        if (r >= 0)
+                r = apply_post(&t, s, o->scratch_dir);
+        /* the seal, after %post so nothing it does can undo it */
+        if (r >= 0)
+                r = install_state(&t);
+        if (r >= 0)
+                r = install_verity(&t, s, o->scratch_dir);
+        if (r >= 0 && s->verity && o->out_initrd)
+                r = take_initrd(&t, o->out_initrd);
+        if (r >= 0)
+                r = sysprep(&t);
         return r;
 }
 
@@ -1390,7 +1824,7 @@ static int customize_worker(void *userdata)
                                NULL };
         r = rootfs_run("cannot unpack the base tree", argv, NULL, NULL);
         if (r >= 0)
-                r = customize_apply(c->s, tree, c->o->scratch_dir, c->o->scrub_host_files);
+                r = customize_apply(c->s, tree, c->o);
         if (r >= 0)
                 r = rootfs_tar_dir(tree, c->o->out_tar, c->s->source_date_epoch);
         /* only here, inside the namespace, may files of other owners be removed */

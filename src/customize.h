@@ -17,6 +17,8 @@ struct customize_options {
         const char *out_tar;     /* written whole or not at all */
         const char *scratch_dir; /* exists; the tree goes to scratch_dir/tree and is removed again */
         bool scrub_host_files;   /* drop what the bootstrap copied from the host (/etc/resolv.conf) */
+        const char *rootfs_digest; /* SHA-256 (hex) of the base tree, for /usr/lib/ingot/image.json */
+        const char *out_initrd;  /* with --verity: the initrd made again in the tree is copied here */
 };
 
 /* Unpacks, applies, runs %post and packs, in a child process inside the
@@ -26,11 +28,13 @@ struct customize_options {
 int customize_run(const struct spec *s, const struct customize_options *o);
 
 /* Applies the spec to an unpacked tree at root, in this process: identity
- * (/etc/os-release IMAGE_ID/IMAGE_VERSION), hostname, time zone, locale,
- * keyboard, root password, users and groups, ssh keys, services, the ready
- * hook, template overlays, then %post. scratch_dir holds script output.
- * Needs to run as (namespace) root to set owners. Logs. */
-int customize_apply(const struct spec *s, const char *root, const char *scratch_dir, bool scrub_host_files);
+ * (/etc/os-release IMAGE_ID/IMAGE_VERSION, /usr/lib/ingot/image.json),
+ * hostname, time zone, locale, keyboard, root password, users and groups,
+ * ssh keys, services, the ready hook, template overlays, %post, then the
+ * seal: state on tmpfs, the verity initrd (o->out_initrd), sysprep.
+ * o->scratch_dir holds script output. Needs to run as (namespace) root to
+ * set owners. Logs. */
+int customize_apply(const struct spec *s, const char *root, const struct customize_options *o);
 
 /* Runs fn(userdata) in a child that is root in a new user namespace
  * mapping the build user to 0 and its /etc/subuid and /etc/subgid ranges

@@ -36,7 +36,7 @@ static const struct {
         { "virtio_pci", true },    { "virtio_blk", true },  { "crc32c_generic", false },
         { "crc32c_intel", false }, { "ext4", true },        { "erofs", false },
         { "virtio_net", false },   { "virtio_rng", false }, { "virtio_console", false },
-        { "button", false },       { "evdev", false },
+        { "button", false },       { "evdev", false },      { "overlay", true },
 };
 
 /* ---- newc cpio ---- */

@@ -1289,6 +1289,35 @@ struct rootfs *rootfs_free(struct rootfs *r)
         return x_free(r);
 }
 
+/* The SHA-256 of base.tar, computed once per cache entry and kept beside
+ * it (written last, like the entry's marker). */
+static int base_digest(const char *entry, const char *tar, char ret[65])
+{
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        _cleanup_close_ int fd = -1;
+        uint8_t md[32];
+        int r;
+
+        if (asprintf(&path, "%s/base.tar.sha256", entry) < 0)
+                return log_oom_rootfs();
+        if (read_full_file(path, 128, &text, NULL) >= 0 && strlen(text) >= 64) {
+                memcpy(ret, text, 64);
+                ret[64] = '\0';
+                return 0;
+        }
+        fd = open(tar, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(-errno, "cannot open '%s': %m", tar);
+        r = sha256_fd(fd, md);
+        if (r < 0)
+                return log_error_errno(r, "cannot read '%s': %m", tar);
+        hex_encode(md, sizeof(md), ret);
+        r = write_file_atomic(path, ret, 64, 0644);
+        if (r < 0)
+                log_debug("cannot write '%s': %s", path, strerror(-r));
+        return 0;
+}
+
 int rootfs_build(const struct spec *s, const char *cache_dir, const char *work_parent, struct rootfs **ret)
 {
         const struct rootfs_source_ops *ops = find_ops(s->template->source);
@@ -1369,7 +1398,13 @@ int rootfs_build(const struct spec *s, const char *cache_dir, const char *work_p
         if (r < 0)
                 return r;
 
+        r = base_digest(entry, cached_tar, root->base_digest);
+        if (r < 0)
+                return r;
+
         co.base_tar = cached_tar;
+        co.rootfs_digest = root->base_digest;
+        co.out_initrd = s->verity ? root->initrd : NULL;
         co.out_tar = root->tar;
         co.scratch_dir = root->work_dir;
         co.scrub_host_files = ops->scrub_host_files;

@@ -17,6 +17,7 @@ struct rootfs {
         char *initrd;         /* initrd for the ESP */
         char *kernel_version; /* e.g. "6.1.0-28-amd64" */
         bool cache_hit;       /* the bootstrap came from the cache */
+        char base_digest[65]; /* SHA-256 (hex) of the bootstrap's tree (base.tar): the rootfs input */
 };
 
 /* Builds (or takes from cache_dir) the base tree, then applies the

@@ -381,6 +381,13 @@ static int resolve_packages(struct spec *s)
         r = strv_extend_strv(&s->packages, s->template->packages);
         if (r < 0)
                 return log_error_errno(r, "out of memory");
+        /* the initrd of a --verity image opens the root with veritysetup */
+        if (s->verity && s->template->source == ROOTFS_SOURCE_MMDEBSTRAP &&
+            !strv_contains(s->packages, "cryptsetup-bin")) {
+                r = strv_extend(&s->packages, "cryptsetup-bin");
+                if (r < 0)
+                        return log_error_errno(r, "out of memory");
+        }
         if (!ks)
                 return 0;
         STRV_FOREACH (p, ks->packages)
@@ -484,6 +491,10 @@ int spec_load(const struct spec_options *o, struct spec **ret)
                 return log_error_errno(-ENOMEM, "out of memory");
         s->boot_mode = s->template->boot_mode;
         s->verity = o->verity;
+        if (s->verity && s->template->source == ROOTFS_SOURCE_BUSYBOX)
+                return log_error_errno(-EBADMSG,
+                                       "--verity: the busybox template's initrd cannot open dm-verity; use a "
+                                       "template with initramfs-tools (e.g. debian-12)");
         if (!spec_version_is_valid(s->name))
                 return log_syntax(s->template_path, template_key_line(s->template, "Image", "Name"),
                                   "invalid Name= '%s': use lower-case letters, digits, '.', '_' and '-' (as "
