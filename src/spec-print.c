@@ -60,6 +60,7 @@ static json_t *plan_partitions(const struct part_layout *l)
                                       e->name, "type_uuid", json_uuid(&e->type), "uuid", json_uuid(&e->uuid), "start",
                                       json_u64(e->start), "size", json_u64(e->size), "grow", e->grow);
 
+                json_object_set_new(p, "read_only", json_boolean(e->read_only));
                 json_object_set_new(p, "fstype", json_str_or_null(e->fstype));
                 json_object_set_new(p, "label", json_str_or_null(e->label));
                 json_object_set_new(p, "fs_uuid",
@@ -158,6 +159,9 @@ json_t *spec_plan_to_json(const struct spec *s)
                          s->architecture, "boot_mode", boot_mode_to_string(s->boot_mode), "source_date_epoch",
                          json_u64(s->source_date_epoch), "seed", hex_encode(s->seed, 32, hex), "inputs", inputs);
 
+        json_object_set_new(root, "seal",
+                            json_pack("{s:b, s:s, s:b}", "read_only_root", true, "stamp", s->stamp, "verity",
+                                      s->verity));
         json_object_set_new(root, "rootfs",
                             json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "source",
                                       rootfs_source_to_string(t->source), "suite", json_str_or_null(t->suite),
@@ -239,7 +243,8 @@ void spec_plan_print(const struct spec *s, FILE *f)
         print_list(f, "packages", s->packages);
         if (s->packages_excluded)
                 print_list(f, "excluded", s->packages_excluded);
-        fprintf(f, "cmdline     %s\n", s->cmdline);
+        fprintf(f, "cmdline     %s%s\n", s->cmdline, s->verity ? " ingot.verity.roothash=(at build)" : "");
+        fprintf(f, "seal        read-only root, stamp %s, verity %s\n", s->stamp, s->verity ? "on" : "off");
 
         fprintf(f, "disk        %s gpt %s\n", format_size(s->layout->disk_size, "", size),
                 id128_to_string(&s->layout->disk_uuid, a));

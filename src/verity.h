@@ -23,15 +23,26 @@ uint64_t verity_hash_size(uint64_t data_size);
 
 /* Hashes [data_offset, +data_size) of image and writes the hash device
  * (verity superblock, format 1, then the tree) into [hash_offset,
- * +hash_size) of the same file. Salt and UUID derive from seed.
+ * +hash_size) of the same file; the rest of that range becomes zeros.
+ * Salt (HMAC-SHA256(seed, "verity-salt")) and UUID (id128_derive(seed,
+ * "verity-uuid")) derive from seed. The bytes equal what "veritysetup
+ * format --salt --uuid" writes for the same data. Holes and zero blocks
+ * cost nothing; the rest is hashed on every core (2.3 CPU-s for 700 MB
+ * here). data_size must be a multiple of VERITY_BLOCK_SIZE.
  * scratch_dir may hold temporary files, removed before returning. Logs and
- * returns a negative errno on failure (-ENOSPC when hash_size is short). */
-int verity_format(const char *image, uint64_t data_offset, uint64_t data_size, uint64_t hash_offset,
-                  uint64_t hash_size, const uint8_t seed[32], const char *scratch_dir, struct verity_result *ret);
+ * returns a negative errno on failure (-ENOSPC when hash_size is short,
+ * -EINVAL for misaligned or overlapping ranges). */
+int verity_format(const char *image, uint64_t data_offset, uint64_t data_size, uint64_t hash_offset, uint64_t hash_size,
+                  const uint8_t seed[32], const char *scratch_dir, struct verity_result *ret);
 
-/* Checks the data and the hash tree in image against root_hash (hex).
- * Returns 0 when everything verifies, -EBADMSG when the data or the tree
- * differs (logged, naming the offset when known), another -errno when the
+/* Checks the data and the hash tree in image against root_hash (hex)
+ * with libcryptsetup's own verification ("veritysetup verify") on scratch
+ * copies of both ranges, and that the hash range is zero past the tree.
+ * Slow: libcryptsetup hashes every block, holes included (about 10 s for
+ * a 1.7 GiB root here). Returns 0 when everything verifies, -EBADMSG when
+ * the data, the tree or the superblock differs (logged with
+ * libcryptsetup's "position": an offset in the data partition, or in the
+ * hash partition for the upper tree levels), another -errno when the
  * check could not run. */
-int verity_check(const char *image, uint64_t data_offset, uint64_t data_size, uint64_t hash_offset,
-                 uint64_t hash_size, const char *root_hash, const char *scratch_dir);
+int verity_check(const char *image, uint64_t data_offset, uint64_t data_size, uint64_t hash_offset, uint64_t hash_size,
+                 const char *root_hash, const char *scratch_dir);

@@ -270,7 +270,10 @@ static void test_directory_and_kickstart(void **state)
         assert_non_null(strstr(ready, "-> /etc/systemd/system/ingot-ready.service"));
         free(ready);
         ready = tar_out(r->tar, "-xO", "./etc/systemd/system/ingot-ready.service");
-        assert_non_null(strstr(ready, "ExecStart=/bin/echo ingot-ready name=fixture version=1.2\n"));
+        assert_non_null(strstr(ready, "ExecStart=/usr/lib/ingot/ready\n"));
+        free(ready);
+        ready = tar_out(r->tar, "-xO", "./usr/lib/ingot/ready");
+        assert_non_null(strstr(ready, "ingot-ready name=$IMAGE_ID version=$IMAGE_VERSION verity=$verity"));
 
         post = tar_out(r->tar, "-xO", "./root/post-ran");
         assert_string_equal(post, "hello\n");
@@ -293,9 +296,20 @@ static void test_directory_and_kickstart(void **state)
         assert_non_null(strstr(kb, "XKBLAYOUT=\"de\"\n"));
         osr = tar_out(r->tar, "-xO", "./etc/os-release");
         assert_string_equal(osr, "ID=fixture\nIMAGE_ID=fixture\nIMAGE_VERSION=1.2\n");
-        /* a directory source is the user's own: only mmdebstrap's copy is scrubbed */
-        resolv = tar_out(r->tar, "-xO", "./etc/resolv.conf");
-        assert_string_equal(resolv, "nameserver 10.0.0.1\n");
+        /* sysprep: a resolv.conf file is a build leftover, whatever the source */
+        resolv = tar_out(r->tar, "-t", "./etc/");
+        assert_null(strstr(resolv, "./etc/resolv.conf"));
+        /* the seal: the image stamp, first-boot machine-id, /var and /tmp in memory */
+        free(osr);
+        osr = tar_out(r->tar, "-xO", "./usr/lib/ingot/image.json");
+        assert_non_null(strstr(osr, "\"name\": \"fixture\""));
+        assert_non_null(strstr(osr, "\"version\": \"1.2\""));
+        free(post);
+        post = tar_out(r->tar, "-xO", "./etc/machine-id");
+        assert_string_equal(post, "uninitialized\n");
+        free(post);
+        post = tar_line(r->tar, "./etc/systemd/system/local-fs.target.wants/var.mount");
+        assert_non_null(strstr(post, "-> /etc/systemd/system/var.mount"));
 }
 
 static void test_reproducible(void **state)
