@@ -197,22 +197,16 @@ static int stage_esp(const char *image, void *userdata)
         return boot_stage_esp(s, cmdline, e->root->kernel, e->root->initrd, e->esp);
 }
 
-/* Digests the raw disk into the manifest partial and signs it when asked. */
-static int seal_stage(const struct spec *s, EVP_PKEY *key, const struct verity_result *verity, const char *raw,
-                      const char *manifest, const char *sig)
+/* Digests the raw disk into the manifest partial and signs it when asked.
+ * The rootfs input is named by the SHA-256 of the bootstrap's tree. */
+static int seal_stage(const struct spec *s, EVP_PKEY *key, const struct rootfs *root,
+                      const struct verity_result *verity, const char *raw, const char *manifest, const char *sig)
 {
-        char rootfs_hex[65];
-        uint8_t d[32];
         int r;
-
-        /* TODO(lead): the rootfs input's digest is the rootfs cache key;
-         * until it is passed here, a stand-in derived from the seed. */
-        sha256_buffer(s->seed, sizeof(s->seed), d);
-        hex_encode(d, sizeof(d), rootfs_hex);
 
         r = seal_manifest_write(&(struct seal_input){ .spec = s,
                                                       .format = s->format,
-                                                      .rootfs_digest = rootfs_hex,
+                                                      .rootfs_digest = root->base_digest,
                                                       .verity = verity },
                                 raw, manifest);
         if (r < 0)
@@ -316,7 +310,7 @@ int build_image(const struct spec *s, const struct build_options *o)
         snprintf(partial_manifest, sizeof(partial_manifest), "%s", manifest);
         snprintf(partial_sig, sizeof(partial_sig), "%s", sig);
         /* the verity result: filled by the disk stage when s->verity */
-        r = seal_stage(s, key, s->verity ? &verity : NULL, raw, manifest, sig);
+        r = seal_stage(s, key, root, s->verity ? &verity : NULL, raw, manifest, sig);
         if (r < 0)
                 goto fail;
         stage_end(&c, key ? "(manifest signed)" : NULL);

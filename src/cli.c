@@ -16,7 +16,8 @@ static const struct command commands[] = {
                 .fn = cmd_build,
                 .min_args = 0,
                 .max_args = 0,
-                .usage = "build -t TEMPLATE [-k KICKSTART] [--version V] [-o DIR] [--format raw|qcow2] [--dry-run]",
+                .usage = "build -t TEMPLATE [-k KICKSTART] [--version V] [-o DIR] [--format raw|qcow2] [--dry-run] "
+                         "[--sign-key KEY]",
                 .summary = "build a bootable disk image from a template and a kickstart",
                 .help = "  -t, --template T     template: a path, or a name in the template directory\n"
                         "  -k, --kickstart K    kickstart: a path, or a name in the kickstart directory\n"
@@ -24,7 +25,8 @@ static const struct command commands[] = {
                         "  -o, --output DIR     where the image and manifest go (default: .)\n"
                         "      --format F       raw (default) or qcow2\n"
                         "  -n, --dry-run        print the plan and stop\n"
-                        "      --cache-dir DIR  where bootstrapped roots are cached (default: $XDG_CACHE_HOME/ingot)\n",
+                        "      --cache-dir DIR  where bootstrapped roots are cached (default: $XDG_CACHE_HOME/ingot)\n"
+                        "      --sign-key KEY   sign the manifest with this Ed25519 private key (ingot keygen)\n",
         },
         {
                 .name = "inspect",
@@ -54,6 +56,30 @@ static const struct command commands[] = {
                         "      --console        serial console on this terminal instead of a log\n"
                         "      --keep           leave the VM running; print its pid and QMP socket\n"
                         "      --serial-log F   keep a copy of the serial console output in F\n"
+                        "      --json           print the result as JSON\n",
+        },
+        {
+                .name = "verify",
+                .fn = cmd_verify,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "verify IMAGE [--manifest FILE] [--key PUB.pem] | verify --hygiene IMAGE",
+                .summary = "check an image against its manifest (digests, signature, verity)",
+                .help = "      --manifest FILE  the manifest (default: IMAGE with .raw/.qcow2 replaced by\n"
+                        "                       .manifest.json)\n"
+                        "      --key PUB.pem    require a signature by this Ed25519 key (MANIFEST.sig)\n"
+                        "      --hygiene        instead: scan the root filesystem for sysprep leftovers\n"
+                        "      --json           print the result as JSON\n",
+        },
+        {
+                .name = "keygen",
+                .fn = cmd_keygen,
+                .min_args = 0,
+                .max_args = 0,
+                .usage = "keygen [-o PREFIX]",
+                .summary = "make an Ed25519 key pair for signing manifests",
+                .help = "  -o, --output PREFIX  write PREFIX.key (private, 0600) and PREFIX.pub\n"
+                        "                       (default: ingot-signing); never overwrites\n"
                         "      --json           print the result as JSON\n",
         },
         {

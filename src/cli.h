@@ -45,3 +45,5 @@ int cli_exit_code(int r);
 int cmd_build(int argc, char **argv, const struct cli_context *ctx);
 int cmd_boot(int argc, char **argv, const struct cli_context *ctx);
 int cmd_inspect(int argc, char **argv, const struct cli_context *ctx);
+int cmd_verify(int argc, char **argv, const struct cli_context *ctx);
+int cmd_keygen(int argc, char **argv, const struct cli_context *ctx);

@@ -1217,7 +1217,8 @@ static const char unit_tmp[] =
         "WantedBy=local-fs.target\n";
 
 /* No host keys in the image (sysprep); every instance makes its own at
- * boot, under /run because /etc is read-only. */
+ * boot, under /run because /etc is read-only: Ed25519 and ECDSA only, as
+ * an RSA key takes minutes to make in an emulated (TCG) guest. */
 static const char unit_ssh_keys[] =
         "# Written by ingot: this instance's SSH host keys (the image has none).\n"
         "[Unit]\n"
@@ -1228,15 +1229,15 @@ static const char unit_ssh_keys[] =
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
-        "ExecStart=/bin/mkdir -p /run/ingot/ssh/etc/ssh\n"
-        "ExecStart=/usr/bin/ssh-keygen -A -f /run/ingot/ssh\n";
+        "ExecStart=/bin/mkdir -p -m 0700 /run/ingot/ssh\n"
+        "ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N \"\" -f /run/ingot/ssh/ssh_host_ed25519_key\n"
+        "ExecStart=/usr/bin/ssh-keygen -q -t ecdsa -N \"\" -f /run/ingot/ssh/ssh_host_ecdsa_key\n";
 
 static const char sshd_host_keys[] =
         "# Written by ingot: the image is read-only and carries no host keys;\n"
         "# ingot-ssh-host-keys.service makes them at boot.\n"
-        "HostKey /run/ingot/ssh/etc/ssh/ssh_host_ed25519_key\n"
-        "HostKey /run/ingot/ssh/etc/ssh/ssh_host_ecdsa_key\n"
-        "HostKey /run/ingot/ssh/etc/ssh/ssh_host_rsa_key\n";
+        "HostKey /run/ingot/ssh/ssh_host_ed25519_key\n"
+        "HostKey /run/ingot/ssh/ssh_host_ecdsa_key\n";
 
 static int install_unit(const struct tree *t, const char *name, const char *text, const char *wanted_by)
 {

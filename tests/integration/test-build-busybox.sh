@@ -21,7 +21,8 @@ expect_exit 0 as_user "$INGOT" build -t busybox -k minimal --version 1.0.0 -o "$
 echo "busybox build: $((SECONDS - start))s"; cat "$work/err"
 [[ -f $out/busybox-1.0.0.raw ]] || fail "no image"
 [[ $(stat -c %U "$out/busybox-1.0.0.raw") == "$user" ]] || fail "the image is not the user's"
-ls -A "$out" | grep -v '^busybox-1.0.0.raw$' && fail "stray files in the output directory"
+ls -A "$out" | grep -v -e '^busybox-1.0.0.raw$' -e '^busybox-1.0.0.manifest.json$' && fail "stray files in the output directory"
+[[ -f $out/busybox-1.0.0.manifest.json ]] || fail "no manifest beside the image"
 expect_err 'rootfs'
 expect_err 'disk'
 
@@ -49,7 +50,7 @@ rm -f "$out/busybox-1.0.0.raw"
 expect_exit 0 as_user "$INGOT" build -t busybox -k minimal --version 1.0.1 -o "$out"
 expect_err 'bootstrap from cache'
 
-no_image_in() { ! ls -A "$1" | grep -Eq '\.(raw|qcow2)$|partial' || { ls -la "$1" >&2; fail "an image was left in $1"; }; }
+no_image_in() { ! ls -A "$1" | grep -Eq '\.(raw|qcow2)$|partial|manifest' || { ls -la "$1" >&2; fail "an image was left in $1"; }; }
 
 # Bad input: each a clear error, non-zero, nothing left in the output dir.
 bad=$work/bad
@@ -93,4 +94,4 @@ for sig in INT KILL; do
 done
 expect_exit 0 as_user "$INGOT" build -t busybox -k minimal --version 2.0 -o "$bad"
 expect_err 'bootstrap from cache'
-[[ $(ls -A "$bad") == busybox-2.0.raw ]] || { ls -la "$bad"; fail "leftovers after the interrupted builds"; }
+[[ $(ls -A "$bad" | tr '\n' ' ') == "busybox-2.0.manifest.json busybox-2.0.raw " ]] || { ls -la "$bad"; fail "leftovers after the interrupted builds"; }

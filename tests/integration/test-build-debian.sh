@@ -14,7 +14,7 @@ cat >/usr/local/sbin/ingot-facts <<'SH'
 #!/bin/bash
 # Waits for nginx, then prints facts for the test, one "fact:" per line,
 # all in one write so console messages cannot split a line.
-for _ in \$(seq 60); do systemctl is-active --quiet nginx && break; sleep 1; done
+for _ in \$(seq 90); do systemctl is-active --quiet nginx ssh && break; sleep 1; done
 facts=\$({
 echo "fact: user \$(id deploy)"
 echo "fact: keyowner \$(stat -c '%U %a' /home/deploy/.ssh/authorized_keys)"
@@ -30,7 +30,7 @@ if mount -o remount,rw / 2>/tmp/err; then echo "fact: remount allowed"; else ech
 echo "fact: root-source \$(findmnt -no SOURCE /)"
 touch /var/lib/ingot-probe && echo "fact: var-write ok"
 echo "fact: machine-id \$(cat /etc/machine-id)"
-echo "fact: ssh \$(systemctl is-active ssh) \$(ls /etc/ssh/ | grep -c '^ssh_host_') \$(ls /run/ingot/ssh/etc/ssh/ | grep -c '_key\$')"
+echo "fact: ssh \$(systemctl is-active ssh) \$(ls /etc/ssh/ | grep -c '^ssh_host_') \$(ls /run/ingot/ssh/ | grep -c '_key\$')"
 echo "fact: failed-units \$(systemctl list-units --failed --plain --no-legend | awk '{print \$1}' | tr '\\n' ' ')"
 if [ -e /usr/share/ingot-test/canary ]; then
         if cat /usr/share/ingot-test/canary >/dev/null 2>/tmp/err; then echo "fact: canary readable"; else echo "fact: canary \$(cat /tmp/err)"; fi
@@ -64,8 +64,9 @@ expect_image_matches_plan "$img" -t debian-12 -k "$work/web-check.ks" --version 
 expect_exit 0 "$INGOT" boot --firmware uefi --timeout 900 --serial-log "$work/serial.log" "$img"
 expect_out 'ingot-ready name=debian-12 version=1.0.0'
 echo "boot: $(head -n 2 "$work/out")"
-grep '^fact:' "$work/serial.log" || { tail -n 50 "$work/serial.log"; fail "no facts on the serial console"; }
-fact() { grep -Eq "^fact: $1" "$work/serial.log" || fail "inside the guest: expected '$1'"; }
+tr -d '\r' <"$work/serial.log" >"$work/facts.log"
+grep '^fact:' "$work/facts.log" || { tail -n 50 "$work/facts.log"; fail "no facts on the serial console"; }
+fact() { grep -Eq "^fact: $1" "$work/facts.log" || fail "inside the guest: expected '$1'"; }
 fact 'user uid=[0-9]+\(deploy\) .*groups=.*\(sudo\).*\(www-data\)'
 fact 'keyowner deploy 600'
 fact 'key ssh-ed25519 deploy@web'
@@ -82,7 +83,7 @@ fact 'remount refused'
 fact 'root-source /dev/[sv]da[0-9]'
 fact 'var-write ok'
 fact 'machine-id [0-9a-f]{32}$'
-fact 'ssh active 0 3'
+fact 'ssh active 0 2'
 fact 'failed-units $'
 expect_out 'ingot-ready name=debian-12 version=1\.0\.0 verity=off'
 
@@ -109,7 +110,8 @@ jq -e '[.partitiontable.partitions[] | select(.type == "2C7357ED-EBD2-46D9-AEC1-
         "$work/vtable.json" >/dev/null || fail "no root-verity partition"
 expect_exit 0 "$INGOT" boot --firmware bios --timeout 900 --serial-log "$work/vserial.log" "$vimg"
 expect_out 'ingot-ready name=debian-12 version=1\.0\.0 verity=on'
-vfact() { grep -Eq "^fact: $1" "$work/vserial.log" || { grep '^fact:' "$work/vserial.log"; fail "verity guest: expected '$1'"; }; }
+tr -d '\r' <"$work/vserial.log" >"$work/vfacts.log"
+vfact() { grep -Eq "^fact: $1" "$work/vfacts.log" || { grep '^fact:' "$work/vfacts.log"; fail "verity guest: expected '$1'"; }; }
 vfact 'root-source /dev/mapper/ingot-root'
 vfact 'root-write .*Read-only file system'
 vfact 'canary readable'
