@@ -9,24 +9,7 @@
 #   ingot boot to the ready line, both images, both firmwares
 # Usage: bench/build.sh [INGOT]   (default: build/ci/inst/bin/ingot)
 # Prints one table; copy it into bench/README.md with the date.
-set -euo pipefail
-
-top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ingot=${1:-$top/build/ci/inst/bin/ingot}
-export INGOT_DATA_PATH=$top
-w=$(mktemp -d /var/tmp/ingot-bench.XXXXXX)
-trap 'rm -rf "$w"' EXIT
-rows=()
-
-secs() { # seconds of a command, its output kept in $w/last.log
-        local t0 t1
-        t0=$(date +%s.%N)
-        "$@" >"$w/last.log" 2>&1 || { cat "$w/last.log" >&2; echo "bench: '$*' failed" >&2; exit 1; }
-        t1=$(date +%s.%N)
-        printf '%.1f\n' "$(echo "$t1 - $t0" | bc)"
-}
-stage() { grep -E "^ingot: $1 " "$w/last.log" | awk '{print $3}' | tr -d s; }
-row() { rows+=("$(printf '%-58s %9s  %s' "$1" "$2" "${3:-}")"); }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- busybox
 t=$(secs "$ingot" build -t busybox -k minimal --version 1.0.0 -o "$w/out" --cache-dir "$w/cache-bb")
@@ -38,13 +21,13 @@ row "busybox build, cached bootstrap, new version" "$t s" "goal ≤ 5 s"
 pkgs=$("$ingot" build --dry-run -t debian-12 -k web-server --version 1 --json | jq -r '.rootfs.packages | join(",")')
 t=$(secs "$ingot" build -t debian-12 -k web-server --version 1.0.0 -o "$w/out" --cache-dir "$w/cache-deb")
 full=$t
-row "debian-12 + web-server.ks, full build from nothing" "$t s" "rootfs $(stage rootfs) s, boot $(stage boot) s, disk $(stage disk) s"
+row "debian-12 + web-server.ks, full build from nothing" "$t s" "rootfs $(stage rootfs) s, disk $(stage disk) s, seal $(stage seal) s"
 t=$(secs mmdebstrap --quiet --variant=minbase --include="$pkgs,initramfs-tools" bookworm "$w/mmdebstrap.tar")
 row "  plain mmdebstrap, same package set" "$t s" "goal: ingot ≤ this + 20 s ($(printf '%.1f' "$(echo "$full - $t" | bc)") s over)"
 t=$(secs "$ingot" build -t debian-12 -k web-server --version 1.0.1 -o "$w/out" --cache-dir "$w/cache-deb")
 row "debian-12 cached rebuild (new version stamp)" "$t s" "goal ≤ 20 s"
-asm=$(echo "$(stage boot) + $(stage disk)" | bc)
-row "  image assembly after the rootfs stage (boot + disk)" "$asm s" "goal ≤ 15 s; rootfs stage (kickstart) $(stage rootfs) s"
+asm=$(echo "$(stage disk) + $(stage seal)" | bc)
+row "  image assembly after the rootfs stage (disk + seal)" "$asm s" "goal ≤ 15 s; rootfs stage (kickstart) $(stage rootfs) s"
 
 # --- the alternatives for assembly, from the same tree (the cached bootstrap)
 tar=$(ls "$w"/cache-deb/rootfs-*/base.tar | head -n 1)

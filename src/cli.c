@@ -17,7 +17,7 @@ static const struct command commands[] = {
                 .min_args = 0,
                 .max_args = 0,
                 .usage = "build -t TEMPLATE [-k KICKSTART] [--version V] [-o DIR] [--format raw|qcow2] [--dry-run] "
-                         "[--sign-key KEY]",
+                         "[--sign-key KEY] [--verity] [--check-reproducible]",
                 .summary = "build a bootable disk image from a template and a kickstart",
                 .help = "  -t, --template T     template: a path, or a name in the template directory\n"
                         "  -k, --kickstart K    kickstart: a path, or a name in the kickstart directory\n"
@@ -26,7 +26,11 @@ static const struct command commands[] = {
                         "      --format F       raw (default) or qcow2\n"
                         "  -n, --dry-run        print the plan and stop\n"
                         "      --cache-dir DIR  where bootstrapped roots are cached (default: $XDG_CACHE_HOME/ingot)\n"
-                        "      --sign-key KEY   sign the manifest with this Ed25519 private key (ingot keygen)\n",
+                        "      --sign-key KEY   sign the manifest with this Ed25519 private key (ingot keygen)\n"
+                        "      --verity         protect the root with dm-verity (hash partition, root hash on the\n"
+                        "                       kernel command line, opened by the initrd)\n"
+                        "      --check-reproducible\n"
+                        "                       build twice in temporary directories and compare byte for byte\n",
         },
         {
                 .name = "inspect",

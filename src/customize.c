@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -1776,8 +1777,15 @@ int customize_apply(const struct spec *s, const char *root, const struct customi
                 r = install_verity(&t, s, o->scratch_dir);
         if (r >= 0 && s->verity && o->out_initrd)
                 r = take_initrd(&t, o->out_initrd);
-        if (r >= 0)
+        if (r >= 0) {
+                struct timespec a, b;
+
+                clock_gettime(CLOCK_MONOTONIC, &a);
                 r = sysprep(&t);
+                clock_gettime(CLOCK_MONOTONIC, &b);
+                log_debug("sysprep took %.2fs",
+                          (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+        }
         return r;
 }
 
