@@ -1,0 +1,98 @@
+/* The image store: a flat namespace of immutable objects (blocks, block
+ * lists, image records) plus small mutable pointers (channels), behind one
+ * ops table. Backends: file://DIR (the embedded default,
+ * $XDG_DATA_HOME/ingot/store) and s3://BUCKET[/PREFIX] (any S3-compatible
+ * object store, path-style, SigV4 through libcurl's CURLOPT_AWS_SIGV4).
+ *
+ * Keys are relative, '/'-separated, [A-Za-z0-9._@:=-] per component:
+ *   blocks/<sha256 hex>              one 4 MiB block of an image (never zero)
+ *   blocklists/<ami-id>.json         the block list of one image
+ *   images/<ami-id>.json             the image record (written last)
+ *   names/<name>/<version>.json      name+version -> ami id (immutable)
+ *   channels/<name>/<channel>.json   the only mutable objects
+ * A put is atomic: a reader sees the old object, the new one, or none,
+ * never a torn one. Credentials never appear in logs, errors or output. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shared/macro.h"
+
+#define STORE_BLOCK_SIZE (UINT64_C(4) << 20)
+
+struct store_options {
+        bool insecure;  /* s3: do not verify TLS (only when asked for explicitly) */
+        unsigned jobs;  /* parallel requests for the *_many calls; 0 = default (8) */
+};
+
+struct store;
+
+/* One object of a batch. For put_many: key, data, size in; for
+ * get_many: key in, data/size out (malloc'd, the caller frees); for
+ * exists_many: key in, exists out. result: 0, or a negative errno for
+ * this object (the batch goes on with the others). */
+struct store_item {
+        const char *key;
+        void *data;
+        size_t size;
+        bool exists;
+        int result;
+};
+
+/* Called after each finished item of a batch, with running totals. */
+typedef void (*store_progress_fn)(uint64_t bytes_done, size_t items_done, size_t items_total, void *userdata);
+
+struct store_ops {
+        const char *scheme; /* "file", "s3" */
+        int (*open)(const char *url, const struct store_options *o, struct store **ret);
+        void (*close)(struct store *s);
+        /* -ENOENT when absent. */
+        int (*get)(struct store *s, const char *key, char **ret_data, size_t *ret_size);
+        int (*put)(struct store *s, const char *key, const void *data, size_t size);
+        /* 1 present, 0 absent, or -errno. */
+        int (*exists)(struct store *s, const char *key);
+        /* Absent is not an error. */
+        int (*remove)(struct store *s, const char *key);
+        /* Every key under prefix (e.g. "images/"), sorted; with their
+         * modification times (seconds since the epoch) when ret_mtimes. */
+        int (*list)(struct store *s, const char *prefix, char ***ret_keys, int64_t **ret_mtimes);
+        /* Batches, many requests in flight (s3: curl multi, bounded by
+         * jobs). Return 0 when every item succeeded, else the first
+         * item's error; every item's result is set either way. */
+        int (*put_many)(struct store *s, struct store_item *items, size_t n, store_progress_fn progress,
+                        void *userdata);
+        int (*get_many)(struct store *s, struct store_item *items, size_t n, store_progress_fn progress,
+                        void *userdata);
+        int (*exists_many)(struct store *s, struct store_item *items, size_t n);
+};
+
+struct store {
+        const struct store_ops *ops;
+        char *url; /* as given, for messages; never holds a credential */
+};
+
+/* The store URL to use: arg (--store), else $INGOT_STORE, else
+ * file://$XDG_DATA_HOME/ingot/store (~/.local/share/ingot/store). */
+int store_url_default(const char *arg, char **ret);
+
+/* Opens url with the backend its scheme names. An unknown scheme or a
+ * malformed URL is -EINVAL (logged: exit 2); missing credentials for s3
+ * are -EACCES (logged). */
+int store_open(const char *url, const struct store_options *o, struct store **ret);
+struct store *store_close(struct store *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_close);
+
+/* Shorthands through s->ops. */
+int store_get(struct store *s, const char *key, char **ret_data, size_t *ret_size);
+int store_put(struct store *s, const char *key, const void *data, size_t size);
+int store_exists(struct store *s, const char *key);
+int store_remove(struct store *s, const char *key);
+int store_list(struct store *s, const char *prefix, char ***ret_keys, int64_t **ret_mtimes);
+int store_put_many(struct store *s, struct store_item *items, size_t n, store_progress_fn progress, void *userdata);
+int store_get_many(struct store *s, struct store_item *items, size_t n, store_progress_fn progress, void *userdata);
+int store_exists_many(struct store *s, struct store_item *items, size_t n);
+
+/* Keys: true when every component is [A-Za-z0-9._@:=-]+ and not "." or "..". */
+bool store_key_is_valid(const char *key);
