@@ -368,7 +368,7 @@ static int tar_fetch(const struct tree_reader *t, const char *name, const char *
         if (!cur || asprintf(&tmp, "%s.extract", to) < 0)
                 return -ENOMEM;
         for (unsigned depth = 0; depth < 16; depth++) {
-                _cleanup_free_ char *member_path = NULL, *target = NULL, *next = NULL, *dir = NULL;
+                _cleanup_free_ char *member_path = NULL, *next = NULL, *dir = NULL;
                 char linkbuf[4096];
                 const char *raw = NULL;
                 struct stat st;

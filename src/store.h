@@ -49,6 +49,7 @@ struct store_ops {
         int (*open)(const char *url, const struct store_options *o, struct store **ret);
         void (*close)(struct store *s);
         /* -ENOENT when absent. */
+        /* (Both backends NUL-terminate the data past size, for text.) */
         int (*get)(struct store *s, const char *key, char **ret_data, size_t *ret_size);
         int (*put)(struct store *s, const char *key, const void *data, size_t size);
         /* 1 present, 0 absent, or -errno. */
