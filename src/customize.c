@@ -1079,6 +1079,41 @@ static int apply_services(const struct tree *t, const struct spec *s)
         return 0;
 }
 
+/* "network --bootproto=dhcp": systemd-networkd asks for an address on the
+ * device (every ethernet when none is named). The busybox init runs udhcpc
+ * itself (data/busybox/network). Static addresses are not applied yet. */
+static int apply_network(const struct tree *t, const struct spec *s)
+{
+        const struct kickstart *ks = s->kickstart;
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (!ks || !ks->network_bootproto || !tree_is_systemd(t))
+                return 0;
+        if (!streq(ks->network_bootproto, "dhcp")) {
+                log_warning("%s: network --bootproto=%s is not applied (only dhcp is)", ks_file(s),
+                            ks->network_bootproto);
+                return 0;
+        }
+        if (!tree_exists(t, "lib/systemd/systemd-networkd") && !tree_exists(t, "usr/lib/systemd/systemd-networkd"))
+                return log_error_errno(-EBADMSG, "%s: network --bootproto=dhcp needs systemd-networkd in the image",
+                                       ks_file(s));
+        if (asprintf(&text,
+                     "# Written by ingot from the kickstart's network line.\n"
+                     "[Match]\n"
+                     "Name=%s\n"
+                     "\n"
+                     "[Network]\n"
+                     "DHCP=%s\n",
+                     ks->network_device && !streq(ks->network_device, "link") ? ks->network_device : "en* eth*",
+                     ks->network_noipv6 ? "ipv4" : "yes") < 0)
+                return log_oom_rootfs();
+        r = tree_write(t, "etc/systemd/network/80-ingot.network", text, 0644);
+        if (r < 0)
+                return log_error_errno(r, "cannot write the network configuration in the tree: %m");
+        return enable_unit(t, s, "systemd-networkd.service", 0);
+}
+
 /* systemd images say they are up with a oneshot unit after
  * multi-user.target; the busybox init prints the line itself, from
  * /etc/os-release. */
@@ -1764,6 +1799,8 @@ int customize_apply(const struct spec *s, const char *root, const struct customi
                 r = apply_users(&t, s);
         if (r >= 0)
                 r = apply_services(&t, s);
+        if (r >= 0)
+                r = apply_network(&t, s);
         if (r >= 0)
                 r = install_ready_hook(&t, s);
         if (r >= 0)
