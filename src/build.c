@@ -186,7 +186,7 @@ static int stage_esp(const char *image, void *userdata)
                 }
                 if (!data || !hash)
                         return log_error_errno(-EINVAL, "the layout has no root and root-verity partitions");
-                r = verity_format(image, data->start, data->size, hash->start, hash->size, s->seed, e->work,
+                r = verity_format(image, data->start, data->size, hash->start, hash->size, s->lineage, e->work,
                                   e->verity);
                 if (r < 0)
                         return r;

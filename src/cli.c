@@ -87,6 +87,117 @@ static const struct command commands[] = {
                         "      --json           print the result as JSON\n",
         },
         {
+                .name = "push",
+                .fn = cmd_push,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "push IMAGE [--manifest F] [--channel C] [--tag K=V]... [--description D] [--store URL] "
+                         "[--insecure] [--jobs N]",
+                .summary = "publish a sealed raw image to a store as an ami-... image",
+                .help = "      --manifest FILE  the manifest (default: IMAGE with .raw replaced by .manifest.json);\n"
+                        "                       its .sig goes along when present\n"
+                        "      --channel C      point channel C of the image's name at it once pushed\n"
+                        "      --tag K=V        a tag (repeatable; at most 50; no 'aws:' keys)\n"
+                        "      --description D  the description (default: the template's Description=)\n"
+                        "      --jobs N         requests in flight at once (default: 8)\n"
+                        "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --insecure       s3: do not verify the server's TLS certificate\n"
+                        "      --json           print the result as JSON\n",
+        },
+        {
+                .name = "images",
+                .fn = cmd_images,
+                .min_args = 0,
+                .max_args = 0,
+                .usage = "images [--name N] [--all] [--store URL]",
+                .summary = "list the images in a store",
+                .help = "      --name N         only the images named N\n"
+                        "      --all            deregistered images too\n"
+                        "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --insecure       s3: do not verify the server's TLS certificate\n"
+                        "      --json           print the records as JSON\n",
+        },
+        {
+                .name = "show",
+                .fn = cmd_show,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "show ID|NAME@VERSION|NAME:CHANNEL [--store URL]",
+                .summary = "show one image's record",
+                .help = "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --insecure       s3: do not verify the server's TLS certificate\n"
+                        "      --json           print the record as JSON (with its manifest)\n",
+        },
+        {
+                .name = "promote",
+                .fn = cmd_promote,
+                .min_args = 2,
+                .max_args = 2,
+                .usage = "promote ID|NAME@VERSION CHANNEL [--store URL]",
+                .summary = "point a channel of the image's name at the image",
+                .help = "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --insecure       s3: do not verify the server's TLS certificate\n"
+                        "      --json           print the result as JSON\n",
+        },
+        {
+                .name = "deprecate",
+                .fn = cmd_deprecate,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "deprecate ID|REF [--at TIME] [--store URL]",
+                .summary = "mark an image deprecated (now or from a given time)",
+                .help = "      --at TIME        'now' (default) or an ISO 8601 UTC time, e.g. 2025-01-31T00:00:00Z\n"
+                        "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --insecure       s3: do not verify the server's TLS certificate\n"
+                        "      --json           print the result as JSON\n",
+        },
+        {
+                .name = "deregister",
+                .fn = cmd_deregister,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "deregister ID|REF [--store URL]",
+                .summary = "withdraw an image: no more pulls, channels to it removed",
+                .help = "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --insecure       s3: do not verify the server's TLS certificate\n"
+                        "      --json           print the result as JSON\n",
+        },
+        {
+                .name = "pull",
+                .fn = cmd_pull,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "pull ID|NAME@VERSION|NAME:CHANNEL [-o PATH] [--store URL]",
+                .summary = "fetch an image from a store, verified, into the local cache",
+                .help = "  -o, --output PATH    write the image here (default: $XDG_CACHE_HOME/ingot/images/ID.raw);\n"
+                        "                       the manifest goes beside it\n"
+                        "      --jobs N         requests in flight at once (default: 8)\n"
+                        "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --insecure       s3: do not verify the server's TLS certificate\n"
+                        "      --json           print the result as JSON\n",
+        },
+        {
+                .name = "gc",
+                .fn = cmd_gc,
+                .min_args = 0,
+                .max_args = 0,
+                .usage = "gc [--dry-run] [--grace SECONDS] [--store URL]",
+                .summary = "delete blocks no live image needs",
+                .help = "  -n, --dry-run        list what would be deleted, delete nothing\n"
+                        "      --grace SEC      keep unreferenced blocks younger than SEC seconds (default: 3600)\n"
+                        "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --insecure       s3: do not verify the server's TLS certificate\n"
+                        "      --json           print the result as JSON\n",
+        },
+        {
                 .name = "help",
                 .fn = NULL, /* handled by cli_main */
                 .min_args = 0,

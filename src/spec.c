@@ -244,6 +244,33 @@ static bool requests_have(const struct part_request *req, size_t n, enum part_ro
         return false;
 }
 
+static void lineage_ids(struct spec *s)
+{
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+        EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+        EVP_DigestUpdate(ctx, "ingot-lineage-v1", 17);
+        EVP_DigestUpdate(ctx, s->name, strlen(s->name) + 1);
+        EVP_DigestUpdate(ctx, s->architecture, strlen(s->architecture) + 1);
+        EVP_DigestFinal_ex(ctx, s->lineage, NULL);
+        EVP_MD_CTX_free(ctx);
+
+        for (size_t i = 0; i < s->layout->n_entries; i++) {
+                struct part_entry *e = &s->layout->entries[i];
+                uint8_t data[8 + 16 + 4];
+
+                /* by type and slot: the same partition of the next version
+                 * gets the same ids */
+                memcpy(data, "fs-uuid:", 8);
+                memcpy(data + 8, e->type.bytes, 16);
+                for (size_t b = 0; b < 4; b++)
+                        data[24 + b] = (uint8_t)(e->number >> (8 * b));
+                id128_derive(s->lineage, data, sizeof(data), &e->fs_uuid);
+                memcpy(data, "hashseed", 8);
+                id128_derive(s->lineage, data, sizeof(data), &e->hash_seed);
+        }
+}
+
 /* The sealed root: read-only (GPT attribute 60; fs.c sets the ext4
  * read-only feature from it), named and labelled with the version stamp
  * so the partition table alone says what the image is. */
@@ -350,6 +377,7 @@ static int plan_layout(struct spec *s)
         }
         if (r < 0)
                 return log_error_errno(r, "cannot plan the partition layout: %m");
+        lineage_ids(s);
         return seal_layout(s);
 }
 

@@ -42,7 +42,13 @@ struct spec {
         bool verity; /* the root is opened through dm-verity (--verity) */
         char *stamp; /* NAME_VERSION: the root's GPT name and (cut to 16 bytes) its label */
         uint64_t source_date_epoch;
-        uint8_t seed[32]; /* SHA-256 over every input; all ids derive from it */
+        uint8_t seed[32]; /* SHA-256 over every input; the disk and partition GUIDs derive from it */
+        /* SHA-256 over the name and architecture only: filesystem UUIDs,
+         * directory hash seeds, FAT volume ids and the verity salt derive
+         * from it, so every version of an image shares them and a new
+         * version differs from the last only where its content does (the
+         * ext4 metadata checksums are seeded by the filesystem UUID). */
+        uint8_t lineage[32];
 
         struct part_layout *layout;
         char **packages; /* template's plus %packages, minus exclusions */
