@@ -892,6 +892,8 @@ int catalog_record_save(struct store *s, const struct catalog_record *r)
         return k;
 }
 
+static int channel_get(struct store *s, const char *key, json_t **ret);
+
 /* The image id a names/ or channels/ pointer holds. */
 static int pointer_id(struct store *s, const char *key, const char *ref, char **ret)
 {
@@ -899,7 +901,7 @@ static int pointer_id(struct store *s, const char *key, const char *ref, char **
         const char *id;
         int r;
 
-        r = catalog_get_json(s, key, &j);
+        r = channel_get(s, key, &j);
         if (r == -ENOENT)
                 return log_error_errno(r, "no image '%s' in the store '%s'", ref, s->url);
         if (r < 0)
@@ -952,6 +954,33 @@ int catalog_resolve(struct store *s, const char *ref, struct catalog_record **re
         return r;
 }
 
+/* A channel object, read while a concurrent promoter may be replacing it.
+ * S3 replaces objects whole, but stores that write in place (s3rver) can
+ * show a half-written object for a moment: that is retried, briefly,
+ * before it counts as damage. */
+static int channel_get(struct store *s, const char *key, json_t **ret)
+{
+        for (unsigned attempt = 0;; attempt++) {
+                _cleanup_free_ char *data = NULL;
+                size_t size;
+                json_t *j;
+                int r;
+
+                r = store_get(s, key, &data, &size);
+                if (r < 0)
+                        return r;
+                j = json_loadb(data, size, 0, NULL);
+                if (j && json_is_object(j)) {
+                        *ret = j;
+                        return 0;
+                }
+                json_decref(j);
+                if (attempt >= 20)
+                        return log_error_errno(-EBADMSG, "'%s' in the store is not a JSON object", key);
+                usleep(50 * 1000);
+        }
+}
+
 int catalog_promote(struct store *s, const struct catalog_record *r, const char *channel, char **ret_winner,
                     uint64_t *ret_generation)
 {
@@ -966,7 +995,7 @@ int catalog_promote(struct store *s, const struct catalog_record *r, const char 
                 return log_error_errno(-EINVAL, "'%s' is not a channel name ([A-Za-z0-9._-])", channel);
         if (asprintf(&key, "channels/%s/%s.json", r->name, channel) < 0)
                 return log_error_errno(-ENOMEM, "out of memory");
-        k = catalog_get_json(s, key, &old);
+        k = channel_get(s, key, &old);
         if (k < 0 && k != -ENOENT)
                 return k;
         if (k >= 0) {
@@ -986,7 +1015,7 @@ int catalog_promote(struct store *s, const struct catalog_record *r, const char 
 
         /* a put is atomic, so a concurrent promoter's object replaces ours
          * whole or not at all; read back which one the channel holds */
-        k = catalog_get_json(s, key, &now_j);
+        k = channel_get(s, key, &now_j);
         if (k == -ENOENT)
                 return log_error_errno(k, "'%s' vanished right after it was written", key);
         if (k < 0)

@@ -242,6 +242,8 @@ done
 [[ -n $child && $(cat "/proc/$child/comm" 2>/dev/null) == ingot ]] || fail "no ingot process to kill under $kp"
 kill -KILL "$child"
 wait "$kp" 2>/dev/null || true
+# uploads already on their way to a remote store may still land
+sleep 2
 b1=$(count_blocks)
 store_has "images/$kid.json" || fail "the killed push left no pending record (id $kid)"
 [[ $(store_read "images/$kid.json" | jq -r .state) == pending ]] || fail "the killed push's record is not pending"
