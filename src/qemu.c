@@ -237,6 +237,40 @@ int qemu_build_argv(const struct qemu_config *c, char ***ret)
                 r = r ?: qemu_argv_add(&a, "-mon");
                 r = r ?: qemu_argv_add(&a, "chardev=qmp0,mode=control");
         }
+        if (c->kernel) {
+                r = r ?: qemu_argv_add(&a, "-kernel");
+                r = r ?: qemu_argv_add(&a, c->kernel);
+                if (c->initrd) {
+                        r = r ?: qemu_argv_add(&a, "-initrd");
+                        r = r ?: qemu_argv_add(&a, c->initrd);
+                }
+                if (c->append) {
+                        r = r ?: qemu_argv_add(&a, "-append");
+                        r = r ?: qemu_argv_add(&a, c->append);
+                }
+        }
+        if (c->user_net) {
+                r = r ?: qemu_argv_add(&a, "-netdev");
+                r = r ?: qemu_argv_add(&a, "user,id=n0");
+                for (size_t i = 0; r == 0 && i < c->n_hostfwd; i++) {
+                        size_t n = strv_length(a);
+                        char *s;
+
+                        if (asprintf(&s, "%s,hostfwd=tcp:127.0.0.1:%u-:%u", a[n - 1], c->hostfwd[i].host,
+                                     c->hostfwd[i].guest) < 0)
+                                return -ENOMEM;
+                        free(a[n - 1]);
+                        a[n - 1] = s;
+                }
+                r = r ?: qemu_argv_add(&a, "-device");
+                r = r ?: qemu_argv_add(&a, "virtio-net-pci,netdev=n0");
+        }
+        if (c->pidfile) {
+                r = r ?: qemu_argv_add(&a, "-pidfile");
+                r = r ?: qemu_argv_add(&a, c->pidfile);
+        }
+        if (c->daemonize)
+                r = r ?: qemu_argv_add(&a, "-daemonize");
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(a);
@@ -353,6 +387,8 @@ struct spawn_options {
         bool die_with_us;        /* PR_SET_PDEATHSIG, so even a SIGKILL of ingot takes QEMU along */
         bool stdio;              /* inherit stdin/stdout; else /dev/null */
         const char *stderr_path; /* NULL = /dev/null */
+        const char *tmpdir;      /* TMPDIR for the child: where QEMU's -snapshot file goes, so a
+                                  * killed QEMU leaves it in a directory ingot removes */
 };
 
 /* fork + exec by argv; returns the pid, or -errno (-ENOENT: no such
@@ -401,6 +437,8 @@ static pid_t spawn(char *const *argv, const struct spawn_options *o)
                 fd = o->stderr_path ? open(o->stderr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
                                     : open("/dev/null", O_WRONLY | O_CLOEXEC);
                 if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+                        goto fail;
+                if (o->tmpdir && setenv("TMPDIR", o->tmpdir, 1) < 0)
                         goto fail;
                 execvp(argv[0], argv);
         fail : {
@@ -754,6 +792,18 @@ static int qmp_connect(const char *path, int timeout_ms, struct qmp *q)
         }
 }
 
+int qemu_qmp_command(const char *socket_path, const char *command, int timeout_ms)
+{
+        struct qmp q = { .fd = -1 };
+        int r = qmp_connect(socket_path, timeout_ms, &q);
+
+        if (r < 0)
+                return r;
+        r = qmp_execute(&q, command, timeout_ms);
+        close(q.fd);
+        return r;
+}
+
 /* ---- serial ---- */
 
 #define SERIAL_MAX_LINE 4096
@@ -998,7 +1048,8 @@ int qemu_vm_start(const struct qemu_vm_options *o, struct qemu_vm **ret)
         pid = spawn(vm->argv, &(struct spawn_options){ .own_group = !o->console,
                                                        .die_with_us = !o->detachable,
                                                        .stdio = o->console,
-                                                       .stderr_path = vm->qemu_log });
+                                                       .stderr_path = vm->qemu_log,
+                                                       .tmpdir = vm->run_dir });
         if (pid < 0)
                 return log_error_errno((int)pid, "cannot run '%s': %m", vm->argv[0]);
         vm->pid = pid;
