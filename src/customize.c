@@ -1111,7 +1111,17 @@ static int apply_network(const struct tree *t, const struct spec *s)
         r = tree_write(t, "etc/systemd/network/80-ingot.network", text, 0644);
         if (r < 0)
                 return log_error_errno(r, "cannot write the network configuration in the tree: %m");
-        return enable_unit(t, s, "systemd-networkd.service", 0);
+        r = enable_unit(t, s, "systemd-networkd.service", 0);
+        if (r < 0)
+                return r;
+        /* not systemd-networkd-wait-online (its Also=): a VM booted without
+         * a NIC would wait two minutes for network-online.target and then
+         * count it as a failed unit; services that listen on 0.0.0.0 do not
+         * need an address to start */
+        r = tree_unlink(t, "etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service");
+        if (r < 0)
+                return log_error_errno(r, "cannot remove the wait-online link from the tree: %m");
+        return 0;
 }
 
 /* systemd images say they are up with a oneshot unit after

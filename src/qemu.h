@@ -50,6 +50,22 @@ struct qemu_config {
         const char *serial_log; /* the serial port goes to this file ... */
         bool serial_stdio;      /* ... or to stdio, copied to serial_log when that is set */
         const char *qmp_socket; /* NULL = no QMP */
+        /* Direct kernel boot and detached instances (all optional, appended
+         * after the above; unset = none of these arguments). */
+        const char *kernel;  /* -kernel: the firmware is skipped */
+        const char *initrd;  /* -initrd, with kernel */
+        const char *append;  /* -append, with kernel */
+        const char *pidfile; /* -pidfile */
+        bool daemonize;      /* -daemonize: QEMU forks off, setsid()s, and outlives its parent */
+        bool user_net;       /* -netdev user + virtio-net-pci, with the forwards below */
+        const struct qemu_hostfwd *hostfwd;
+        size_t n_hostfwd;
+};
+
+/* A TCP forward from 127.0.0.1:host to the guest's port on user networking. */
+struct qemu_hostfwd {
+        unsigned guest;
+        unsigned host;
 };
 
 /* Appends one argument, or a formatted one, to an argv (a strv). */
@@ -78,6 +94,12 @@ int qemu_find_ovmf(const char **ret_code, const char **ret_vars);
  * does not). The answer is kept for the rest of the process, never on disk.
  * $INGOT_ACCEL=kvm|tcg skips the probe. Never fails: TCG is the fallback. */
 enum qemu_accel qemu_probe_accel(unsigned timeout_sec);
+
+/* Connects to the QMP socket (retrying until timeout_ms), negotiates
+ * capabilities and runs one argument-less command (e.g. "query-status",
+ * "system_powerdown"). Returns 0 on a "return" answer, -EIO on an "error"
+ * one, -ETIMEDOUT, or the connect errno (-ENOENT, -ECONNREFUSED). Does not log. */
+int qemu_qmp_command(const char *socket_path, const char *command, int timeout_ms);
 
 /* QMP messages, one JSON object per line. */
 enum qmp_message_type {
