@@ -1294,8 +1294,6 @@ struct rootfs *rootfs_free(struct rootfs *r)
 static int base_digest(const char *entry, const char *tar, char ret[65])
 {
         _cleanup_free_ char *path = NULL, *text = NULL;
-        _cleanup_close_ int fd = -1;
-        uint8_t md[32];
         int r;
 
         if (asprintf(&path, "%s/base.tar.sha256", entry) < 0)
@@ -1305,13 +1303,9 @@ static int base_digest(const char *entry, const char *tar, char ret[65])
                 ret[64] = '\0';
                 return 0;
         }
-        fd = open(tar, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return log_error_errno(-errno, "cannot open '%s': %m", tar);
-        r = sha256_fd(fd, md);
+        r = rootfs_sha256_file(tar, ret, NULL);
         if (r < 0)
                 return log_error_errno(r, "cannot read '%s': %m", tar);
-        hex_encode(md, sizeof(md), ret);
         r = write_file_atomic(path, ret, 64, 0644);
         if (r < 0)
                 log_debug("cannot write '%s': %s", path, strerror(-r));

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -84,32 +83,6 @@ bool id128_equal(const id128_t *a, const id128_t *b)
 void sha256_buffer(const void *data, size_t size, uint8_t ret[32])
 {
         SHA256(data, size, ret);
-}
-
-int sha256_fd(int fd, uint8_t ret[32])
-{
-        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-        static uint8_t buf[1 << 20];
-        ssize_t n;
-        int r = 0;
-
-        if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
-                EVP_MD_CTX_free(ctx);
-                return -ENOMEM;
-        }
-        while ((n = read(fd, buf, sizeof(buf))) != 0) {
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                EVP_DigestUpdate(ctx, buf, (size_t)n);
-        }
-        if (r >= 0)
-                EVP_DigestFinal_ex(ctx, ret, NULL);
-        EVP_MD_CTX_free(ctx);
-        return r;
 }
 
 char *hex_encode(const uint8_t *data, size_t size, char *buf)

@@ -24,8 +24,5 @@ bool id128_equal(const id128_t *a, const id128_t *b);
 
 /* SHA-256 helpers for input digests. */
 void sha256_buffer(const void *data, size_t size, uint8_t ret[32]);
-/* SHA-256 of everything left to read on fd; -errno on a read error. Not
- * thread-safe (one static buffer). */
-int sha256_fd(int fd, uint8_t ret[32]);
 /* 64 lower-case hex digits plus NUL. */
 char *hex_encode(const uint8_t *data, size_t size, char *buf);
