@@ -95,11 +95,11 @@ printf '[Deployment]\nName=web\nImage=busybox@1.0.0\nCount=0\n' >"$work/bad2.dep
 expect_exit 2 D deploy "$work/bad2.deploy"
 expect_err 'bad2.deploy:4'
 write_deploy busybox@1.0.0
-exec 7> >(python3 -c "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $base + 1)); s.listen(); time.sleep(30)")
+python3 -c "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $base + 1)); s.listen(); time.sleep(60)" & holder=$!
 sleep 1
 expect_exit 2 D deploy "$work/web.deploy"
 expect_err 'in use'
-exec 7>&-
+kill $holder; wait $holder 2>/dev/null || true
 write_deploy ami-0123456789abcdef0
 expect_exit 1 D deploy "$work/web.deploy"
 [[ -z $(qemus) ]] || fail "a bad deployment file started a QEMU"
