@@ -198,6 +198,59 @@ static const struct command commands[] = {
                         "      --json           print the result as JSON\n",
         },
         {
+                .name = "deploy",
+                .fn = cmd_deploy,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "deploy FILE.deploy [--allow-deprecated] [--store URL] [--state-dir DIR]",
+                .summary = "run a deployment file's instances, replacing old ones by a rolling update",
+                .help = "      --allow-deprecated  deploy a deprecated image\n"
+                        "      --store URL      file:///DIR or s3://BUCKET[/PREFIX] (default: $INGOT_STORE, else\n"
+                        "                       file://$XDG_DATA_HOME/ingot/store)\n"
+                        "      --state-dir DIR  the deploy state (default: $XDG_STATE_HOME/ingot)\n",
+        },
+        {
+                .name = "rollback",
+                .fn = cmd_rollback,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "rollback NAME [--to ID] [--store URL] [--state-dir DIR]",
+                .summary = "redeploy the previous image of a deployment",
+                .help = "      --to ID          this image instead of the previous one\n"
+                        "      --store URL      the store (default: $INGOT_STORE, else the local one)\n"
+                        "      --state-dir DIR  the deploy state (default: $XDG_STATE_HOME/ingot)\n",
+        },
+        {
+                .name = "ps",
+                .fn = cmd_ps,
+                .min_args = 0,
+                .max_args = 1,
+                .usage = "ps [NAME] [--state-dir DIR]",
+                .summary = "list the instances of the deployments",
+                .help = "      --state-dir DIR  the deploy state (default: $XDG_STATE_HOME/ingot)\n"
+                        "      --json           print the instances as JSON\n",
+        },
+        {
+                .name = "logs",
+                .fn = cmd_logs,
+                .min_args = 1,
+                .max_args = 1,
+                .usage = "logs INSTANCE [-f] [--state-dir DIR]",
+                .summary = "show an instance's serial console log",
+                .help = "  -f, --follow         keep printing while the instance runs\n"
+                        "      --state-dir DIR  the deploy state (default: $XDG_STATE_HOME/ingot)\n",
+        },
+        {
+                .name = "terminate",
+                .fn = cmd_terminate,
+                .min_args = 0,
+                .max_args = 1,
+                .usage = "terminate INSTANCE | --deployment NAME [--state-dir DIR]",
+                .summary = "stop and remove an instance or all of a deployment's",
+                .help = "      --deployment NAME  every instance of NAME; the deployment becomes terminated\n"
+                        "      --state-dir DIR  the deploy state (default: $XDG_STATE_HOME/ingot)\n",
+        },
+        {
                 .name = "help",
                 .fn = NULL, /* handled by cli_main */
                 .min_args = 0,

@@ -55,3 +55,8 @@ int cmd_deprecate(int argc, char **argv, const struct cli_context *ctx);
 int cmd_deregister(int argc, char **argv, const struct cli_context *ctx);
 int cmd_pull(int argc, char **argv, const struct cli_context *ctx);
 int cmd_gc(int argc, char **argv, const struct cli_context *ctx);
+int cmd_deploy(int argc, char **argv, const struct cli_context *ctx);
+int cmd_rollback(int argc, char **argv, const struct cli_context *ctx);
+int cmd_ps(int argc, char **argv, const struct cli_context *ctx);
+int cmd_logs(int argc, char **argv, const struct cli_context *ctx);
+int cmd_terminate(int argc, char **argv, const struct cli_context *ctx);

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# ingot deploy end to end on busybox web images under QEMU: a 2-instance
+# deployment of 1.0.0 (both healthy, each port answers, own hostnames),
+# a re-run that does nothing, a rolling update to 1.0.1 watched by a poller
+# that must never see zero answers, a rollback, a broken image whose rollout
+# fails and leaves the old instances serving, a deploy SIGKILLed midway and
+# finished by the next run, terminate, and bad deployment files. Under TCG
+# each boot takes ~15 s.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/lib.sh"
+
+for tool in qemu-system-x86_64 qemu-img mcopy mdir mtype curl pgrep; do
+        command -v "$tool" >/dev/null || { echo "skip: '$tool' is not installed"; exit 77; }
+done
+
+state=$work/state
+store=file://$work/store
+export XDG_CACHE_HOME=$work/cache
+mkdir -p "$state/instances"
+cleanup() {
+        local pids
+        [[ -n ${poller:-} ]] && kill "$poller" 2>/dev/null
+        pids=$(pgrep -f "$state/instances/" || true)
+        [[ -n $pids ]] && kill -9 $pids 2>/dev/null
+        rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_base() {
+        local p ok
+        for _ in $(seq 200); do
+                p=$((20000 + RANDOM % 30000)) ok=1
+                for k in 0 1 2 3; do
+                        (exec 3<>"/dev/tcp/127.0.0.1/$((p + k))") 2>/dev/null && ok=0
+                done
+                [[ $ok == 1 ]] && { echo "$p"; return; }
+        done
+        fail "no free ports"
+}
+D() { "$INGOT" "$@" --store "$store" --state-dir "$state"; }
+P() { "$INGOT" "$@" --state-dir "$state"; }
+qemus() { pgrep -f "$state/instances/" | sort || true; }
+ps_pids() { P ps --json | python3 -c 'import json,sys; print("\n".join(sorted(str(i["pid"]) for i in json.load(sys.stdin))))'; }
+answers() { # the versions the deployment's ports answer with
+        for k in 0 1 2; do curl -fsS -m 2 --noproxy '*' "http://127.0.0.1:$((base + k))/" 2>/dev/null || true; done
+}
+
+img=$work/img
+mkdir -p "$img"
+for v in 1.0.0 1.0.1; do
+        cat >"$work/web-$v.ks" <<EOK
+%include $data/kickstart/minimal.ks
+services --enabled=httpd,network
+%post --erroronfail
+mkdir -p /var/www
+echo "version $v" > /var/www/index.html
+%end
+EOK
+        expect_exit 0 "$INGOT" build -t busybox -k "$work/web-$v.ks" --version "$v" -o "$img"
+        expect_exit 0 "$INGOT" push "$img/busybox-$v.raw" --store "$store"
+done
+cat >"$work/broken.ks" <<EOK
+%include $data/kickstart/minimal.ks
+services --enabled=httpd,network
+%post --erroronfail
+sed -i 's/^echo "ingot-ready /echo "not-ready /' /etc/init.d/rcS
+%end
+EOK
+expect_exit 0 "$INGOT" build -t busybox -k "$work/broken.ks" --version 1.0.2 -o "$img"
+expect_exit 0 "$INGOT" push "$img/busybox-1.0.2.raw" --store "$store"
+
+base=$(free_base)
+write_deploy() { # IMAGE [BOOT_TIMEOUT]
+        cat >"$work/web.deploy" <<EOD
+[Deployment]
+Name=web
+Image=$1
+Count=2
+Memory=256M
+Ports=80:$base
+MaxSurge=1
+MaxUnavailable=0
+BootTimeout=${2:-240}
+[Health]
+HTTP=80/
+Interval=1
+EOD
+}
+
+# ---- bad files: nothing started ----
+printf '[Deployment]\nName=web\nImage=busybox@1.0.0\nColour=red\n' >"$work/bad1.deploy"
+expect_exit 2 D deploy "$work/bad1.deploy"
+expect_err 'bad1.deploy:4'
+printf '[Deployment]\nName=web\nImage=busybox@1.0.0\nCount=0\n' >"$work/bad2.deploy"
+expect_exit 2 D deploy "$work/bad2.deploy"
+expect_err 'bad2.deploy:4'
+write_deploy busybox@1.0.0
+python3 -c "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $base + 1)); s.listen(); time.sleep(60)" & holder=$!
+sleep 1
+expect_exit 2 D deploy "$work/web.deploy"
+expect_err 'in use'
+kill $holder; wait $holder 2>/dev/null || true
+write_deploy ami-0123456789abcdef0
+expect_exit 1 D deploy "$work/web.deploy"
+[[ -z $(qemus) ]] || fail "a bad deployment file started a QEMU"
+sleep 1
+
+# ---- deploy 1.0.0 ----
+write_deploy busybox@1.0.0
+t0=$(date +%s)
+expect_exit 0 D deploy "$work/web.deploy"
+echo "deploy 1.0.0: $(( $(date +%s) - t0 ))s"
+expect_exit 0 P ps --json
+n=$(python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); print(len([i for i in a if i["version"]=="1.0.0" and i["ports"]]))' "$work/out")
+[[ $n == 2 ]] || { cat "$work/out"; fail "ps lists $n instances of 1.0.0"; }
+[[ $(answers | sort | uniq -c | awk '{print $1}') == 2 ]] || fail "not both ports answer 1.0.0: $(answers)"
+[[ $(answers | sort -u) == "version 1.0.0" ]] || fail "answers: $(answers)"
+ids=$(python3 -c 'import json,sys; print(" ".join(i["instance"] for i in json.load(open(sys.argv[1]))))' "$work/out")
+for id in $ids; do
+        expect_exit 0 P logs "$id"
+        grep -q "ingot.hostname=$id" "$work/out" || fail "instance $id has not its own hostname"
+done
+
+# ---- nothing changed ----
+before=$(qemus)
+expect_exit 0 D deploy "$work/web.deploy"
+expect_out '^deployment web: up to date \(2 instances of ami-'
+[[ $(qemus) == "$before" ]] || fail "an unchanged deploy changed the QEMU processes"
+
+# ---- rolling update to 1.0.1 with a poller ----
+poll() { while :; do n=$(answers | grep -c version || true); echo "$n" >>"$work/poll"; sleep 0.5; done; }
+: >"$work/poll"
+poll & poller=$!
+write_deploy busybox@1.0.1
+expect_exit 0 D deploy "$work/web.deploy"
+kill $poller; wait $poller 2>/dev/null || true; poller=
+! grep -qx 0 "$work/poll" || fail "the poller saw zero instances answering during the rollout"
+echo "poller: $(wc -l <"$work/poll") polls, min $(sort -n "$work/poll" | head -1) answering"
+[[ $(answers | sort -u) == "version 1.0.1" ]] || fail "after the update: $(answers)"
+
+# ---- rollback ----
+expect_exit 0 D rollback web
+[[ $(answers | sort -u) == "version 1.0.0" ]] || fail "after the rollback: $(answers)"
+
+# ---- a broken image: rollout fails, 1.0.0 keeps serving ----
+write_deploy busybox@1.0.2 30
+expect_exit 1 D deploy "$work/web.deploy"
+expect_err 'did not become healthy'
+python3 - "$state/state.db" <<'EOP' || fail "the deployment is not failed"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+print(c.execute("select state from deployments where name='web'").fetchone())
+assert "failed" in str(c.execute("select * from deployments where name='web'").fetchone())
+EOP
+[[ $(answers | sort -u) == "version 1.0.0" ]] || fail "after the failed rollout: $(answers)"
+[[ $(answers | grep -c version) == 2 ]] || fail "not 2 old instances answer"
+[[ "$(qemus)" == "$(ps_pids)" ]] || fail "QEMU processes are not those ps lists"
+
+# ---- SIGKILL midway, rerun completes ----
+write_deploy busybox@1.0.1
+D deploy "$work/web.deploy" >"$work/killed.out" 2>&1 & dp=$!
+for _ in $(seq 600); do
+        [[ $(qemus | wc -l) -ge 3 ]] && break
+        sleep 0.1
+done
+sleep 2
+kill -9 $dp; wait $dp 2>/dev/null || true
+expect_exit 0 D deploy "$work/web.deploy"
+[[ $(answers | sort -u) == "version 1.0.1" ]] || fail "after the rerun: $(answers)"
+[[ "$(qemus)" == "$(ps_pids)" ]] || { qemus; ps_pids; fail "QEMU processes are not those ps lists"; }
+[[ $(qemus | wc -l) == 2 ]] || fail "not 2 QEMU after the rerun"
+
+# ---- terminate ----
+expect_exit 0 P terminate --deployment web
+[[ -z $(qemus) ]] || fail "terminate left a QEMU"
+[[ -z $(ls -A "$state/instances") ]] || fail "terminate left instance directories"
+echo "ok"
