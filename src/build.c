@@ -23,6 +23,7 @@
 #include "shared/id128.h"
 #include "shared/log.h"
 #include "shared/run.h"
+#include "shared/time-util.h"
 #include "sign.h"
 #include "verity.h"
 
@@ -43,29 +44,14 @@ static void on_signal(int sig)
         raise(sig);
 }
 
-static double now(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int build_cache_dir(const struct build_options *o, char **ret)
 {
-        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
         char *p;
-        int r;
 
-        if (o && o->cache_dir)
-                r = asprintf(&p, "%s", o->cache_dir);
-        else if (xdg && *xdg == '/')
-                r = asprintf(&p, "%s/ingot", xdg);
-        else if (home && *home)
-                r = asprintf(&p, "%s/.cache/ingot", home);
-        else
-                return -ENOENT;
-        if (r < 0)
+        if (!o || !o->cache_dir)
+                return xdg_cache_dir(ret);
+        p = strdup(o->cache_dir);
+        if (!p)
                 return -ENOMEM;
         *ret = p;
         return 0;
@@ -132,7 +118,7 @@ struct stage_clock {
 static void stage_begin(struct stage_clock *c, const char *name, bool progress)
 {
         c->name = name;
-        c->start = now();
+        c->start = now_mono();
         c->progress = progress;
         if (progress && log_get_level() >= LOG_LEVEL_NORMAL)
                 fprintf(stderr, "  %-8s …\r", name);
@@ -140,7 +126,7 @@ static void stage_begin(struct stage_clock *c, const char *name, bool progress)
 
 static void stage_end(struct stage_clock *c, const char *detail)
 {
-        log_info("%-8s %6.1fs%s%s", c->name, now() - c->start, detail ? "  " : "", detail ? detail : "");
+        log_info("%-8s %6.1fs%s%s", c->name, now_mono() - c->start, detail ? "  " : "", detail ? detail : "");
 }
 
 static int convert_qcow2(const char *raw, const char *qcow2)
@@ -172,7 +158,7 @@ static int stage_esp(const char *image, void *userdata)
         const struct spec *s = e->s;
         const struct part_entry *data = NULL, *hash = NULL;
         _cleanup_free_ char *cmdline = NULL;
-        double t = now();
+        double t = now_mono();
         int r;
 
         if (s->verity) {
@@ -192,7 +178,7 @@ static int stage_esp(const char *image, void *userdata)
                         return r;
                 if (asprintf(&cmdline, "%s ingot.verity.roothash=%s", s->cmdline, e->verity->root_hash) < 0)
                         return log_error_errno(-ENOMEM, "out of memory");
-                log_info("verity   %6.1fs  root hash %s", now() - t, e->verity->root_hash);
+                log_info("verity   %6.1fs  root hash %s", now_mono() - t, e->verity->root_hash);
         }
         return boot_stage_esp(s, cmdline, e->root->kernel, e->root->initrd, e->esp);
 }
@@ -230,7 +216,7 @@ int build_image(const struct spec *s, const struct build_options *o)
         struct esp_stage esp_ctx;
         struct verity_result verity = { 0 };
         struct sigaction sa = { .sa_handler = on_signal };
-        double t0 = now();
+        double t0 = now_mono();
         int r;
 
         /* A signing key that cannot sign is bad input, found before any work. */
@@ -355,7 +341,7 @@ int build_image(const struct spec *s, const struct build_options *o)
         }
         partial_path[0] = '\0';
         rm_rf(work);
-        log_info("built    %6.1fs  %s", now() - t0, s->output_image);
+        log_info("built    %6.1fs  %s", now_mono() - t0, s->output_image);
         return 0;
 
 fail:

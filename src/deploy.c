@@ -4,6 +4,8 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@
 #include "shared/fileio.h"
 #include "shared/json-util.h"
 #include "shared/log.h"
+#include "shared/time-util.h"
 #include "state.h"
 #include "store.h"
 
@@ -40,9 +43,53 @@ static int instance_dir(const char *state_dir, const char *id, char **ret)
         return 0;
 }
 
-static int open_state(const char *dir, struct state **ret_state, char **ret_dir)
+/* One ingot at a time changes a state directory's instances: deploy,
+ * rollback and terminate hold an exclusive flock on STATEDIR/lock for their
+ * whole run. The kernel drops it when ingot dies, however it dies, and
+ * QEMU never inherits it (O_CLOEXEC). The holder's pid is written in the
+ * file only to name it to whoever waits. */
+static int lock_state_dir(const char *dir, bool must, int *ret_fd)
+{
+        _cleanup_free_ char *path = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        char pid[32] = "";
+        ssize_t n;
+
+        if (asprintf(&path, "%s/lock", dir) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return log_error_errno(-errno, "cannot open '%s': %m", path);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno != EWOULDBLOCK)
+                        return log_error_errno(-errno, "cannot lock '%s': %m", path);
+                n = pread(fd, pid, sizeof(pid) - 1, 0);
+                pid[n > 0 ? n : 0] = '\0';
+                pid[strcspn(pid, "\n")] = '\0';
+                if (!must)
+                        return -EBUSY;
+                return log_error_errno(-EBUSY,
+                                       "another ingot (pid %s) is changing the deployments in '%s'; try again when "
+                                       "it has finished",
+                                       pid[0] ? pid : "unknown", dir);
+        }
+        n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+                return log_error_errno(-errno, "cannot write '%s': %m", path);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+enum lock_mode {
+        LOCK_NONE,   /* read only */
+        LOCK_TRY,    /* lock if free; *ret_lock stays -1 when another holds it */
+        LOCK_MUST,   /* lock or fail with -EBUSY */
+};
+
+static int open_state(const char *dir, enum lock_mode mode, struct state **ret_state, char **ret_dir, int *ret_lock)
 {
         _cleanup_free_ char *d = NULL;
+        _cleanup_(state_closep) struct state *st = NULL;
         int r;
 
         if (dir)
@@ -54,9 +101,26 @@ static int open_state(const char *dir, struct state **ret_state, char **ret_dir)
         }
         if (!d)
                 return log_error_errno(-ENOMEM, "out of memory");
-        r = state_open(d, ret_state);
+        r = state_open(d, &st);
         if (r < 0)
                 return r;
+        {
+                _cleanup_free_ char *idir = NULL;
+
+                r = instance_dir(d, "", &idir);
+                if (r < 0)
+                        return r;
+                r = mkdir_p(idir, 0700);
+                if (r < 0)
+                        return log_error_errno(r, "cannot create '%s': %m", idir);
+        }
+        if (mode != LOCK_NONE) {
+                *ret_lock = -EBADF;
+                r = lock_state_dir(d, mode == LOCK_MUST, ret_lock);
+                if (r < 0 && !(r == -EBUSY && mode == LOCK_TRY))
+                        return r;
+        }
+        *ret_state = TAKE_PTR(st);
         *ret_dir = TAKE_PTR(d);
         return 0;
 }
@@ -191,6 +255,7 @@ static int start_one(const struct rollout *ro, struct state_instance *ret)
         unsigned slot;
         pid_t pid = 0;
         enum instance_status s;
+        double t0, t1, t2;
         int r;
 
         if (ro->df->n_ports > INSTANCE_MAX_PORTS)
@@ -238,19 +303,25 @@ static int start_one(const struct rollout *ro, struct state_instance *ret)
                 .hostname = i.id,
                 .accel = ro->accel,
         };
+        t0 = now_mono();
         r = instance_create(&c);
+        t1 = now_mono();
         if (r >= 0)
                 r = instance_start(dir);
+        t2 = now_mono();
         if (r < 0) {
-                (void)instance_stop(dir, 1);
-                (void)instance_remove(dir);
+                if (access(dir, F_OK) == 0) {
+                        (void)instance_stop(dir, 1);
+                        (void)instance_remove(dir);
+                }
                 (void)state_instance_delete(ro->st, i.id);
                 return r;
         }
         if (instance_probe(dir, &s, &pid) < 0)
                 pid = 0;
         (void)state_instance_update(ro->st, i.id, STATE_INSTANCE_RUNNING, pid, NULL);
-        log_info("started instance %s (slot %u) of %s", i.id, slot, ro->rec->image_id);
+        log_info("started instance %s (slot %u) of %s: overlay %.2f s, qemu start %.2f s", i.id, slot,
+                 ro->rec->image_id, t1 - t0, t2 - t1);
         *ret = (struct state_instance){ .slot = slot, .pid = pid, .dir = TAKE_PTR(dir) };
         memcpy(ret->id, i.id, sizeof(i.id));
         return 0;
@@ -419,6 +490,7 @@ out:
 
 static int deploy_file(const char *file, const struct deploy_options *o)
 {
+        _cleanup_close_ int lock = -EBADF;
         _cleanup_(deployfile_freep) struct deployfile *df = NULL;
         _cleanup_(state_closep) struct state *st = NULL;
         _cleanup_(store_closep) struct store *s = NULL;
@@ -430,6 +502,8 @@ static int deploy_file(const char *file, const struct deploy_options *o)
         uint16_t skip[1024];
         size_t n_skip = 0;
         const char *ref;
+        struct image_pull_stats pst = { 0 };
+        double t0, t1;
         bool had_old;
         int r;
 
@@ -441,7 +515,7 @@ static int deploy_file(const char *file, const struct deploy_options *o)
                 return log_error_errno(-errno, "cannot resolve '%s': %m", file);
         ref = o->image ? o->image : df->image;
 
-        r = open_state(o->state_dir, &st, &state_dir);
+        r = open_state(o->state_dir, LOCK_MUST, &st, &state_dir, &lock);
         if (r < 0)
                 return r;
         r = reconcile(st, state_dir);
@@ -460,6 +534,7 @@ static int deploy_file(const char *file, const struct deploy_options *o)
         if (r < 0)
                 return r;
 
+        t0 = now_mono();
         r = catalog_store_open(o->store_url, false, 0, &s);
         if (r < 0)
                 return r == -EINVAL ? -EBADMSG : r;
@@ -472,9 +547,12 @@ static int deploy_file(const char *file, const struct deploy_options *o)
         if (streq(catalog_record_state_string(rec, catalog_now_ms()), "deprecated") && !o->allow_deprecated)
                 return log_error_errno(-EPERM, "%s (%s@%s) is deprecated: pass --allow-deprecated to deploy it",
                                        rec->image_id, rec->name, rec->version);
-        r = image_pull(s, rec, NULL, &base, NULL, NULL, NULL);
+        t1 = now_mono();
+        r = image_pull(s, rec, NULL, &base, NULL, NULL, &pst);
         if (r < 0)
                 return r;
+        log_info("image %s (%s@%s): resolved in %.2f s, %s in %.2f s", rec->image_id, rec->name, rec->version,
+                 t1 - t0, pst.cached ? "in the cache" : "pulled and verified", now_mono() - t1);
 
         had_old = state_deployment_get(st, df->name, &old) >= 0;
         {
@@ -545,7 +623,7 @@ int deploy_rollback(const char *name, const char *to, const struct deploy_option
         size_t n = 0;
         int r;
 
-        r = open_state(o->state_dir, &st, &state_dir);
+        r = open_state(o->state_dir, LOCK_NONE, &st, &state_dir, NULL);
         if (r < 0)
                 return r;
         r = state_deployment_get(st, name, &d);
@@ -591,6 +669,7 @@ static const char *status_word(const struct state_instance *i, enum instance_sta
 
 int deploy_ps(const char *state_dir_arg, const char *name, bool json)
 {
+        _cleanup_close_ int lock = -EBADF;
         _cleanup_(state_closep) struct state *st = NULL;
         _cleanup_free_ char *state_dir = NULL;
         struct state_instance *a = NULL;
@@ -599,12 +678,15 @@ int deploy_ps(const char *state_dir_arg, const char *name, bool json)
         int64_t now = catalog_now_ms();
         int r;
 
-        r = open_state(state_dir_arg, &st, &state_dir);
+        r = open_state(state_dir_arg, LOCK_TRY, &st, &state_dir, &lock);
         if (r < 0)
                 return r;
-        r = reconcile(st, state_dir);
-        if (r < 0)
-                return r;
+        /* while a deploy runs, it owns the instances: list them as they are */
+        if (lock >= 0) {
+                r = reconcile(st, state_dir);
+                if (r < 0)
+                        return r;
+        }
         r = state_instance_list(st, name, &a, &n);
         if (r < 0)
                 return r;
@@ -658,7 +740,7 @@ int deploy_logs(const char *state_dir_arg, const char *id, bool follow)
         char buf[65536];
         int r;
 
-        r = open_state(state_dir_arg, &st, &state_dir);
+        r = open_state(state_dir_arg, LOCK_NONE, &st, &state_dir, NULL);
         if (r < 0)
                 return r;
         r = state_instance_get(st, id, &i);
@@ -703,13 +785,14 @@ int deploy_logs(const char *state_dir_arg, const char *id, bool follow)
 
 int deploy_terminate(const char *state_dir_arg, const char *id, const char *deployment)
 {
+        _cleanup_close_ int lock = -EBADF;
         _cleanup_(state_closep) struct state *st = NULL;
         _cleanup_free_ char *state_dir = NULL;
         struct state_instance *a = NULL;
         size_t n = 0;
         int r, ret = 0;
 
-        r = open_state(state_dir_arg, &st, &state_dir);
+        r = open_state(state_dir_arg, LOCK_MUST, &st, &state_dir, &lock);
         if (r < 0)
                 return r;
         if (id) {

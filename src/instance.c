@@ -35,6 +35,7 @@
 #include "shared/macro.h"
 #include "shared/run.h"
 #include "shared/strv.h"
+#include "shared/time-util.h"
 
 #define START_TIMEOUT_SEC 30 /* QEMU's own start, not the guest's boot */
 #define QMP_TIMEOUT_MS 5000
@@ -53,18 +54,7 @@ const char *instance_status_to_string(enum instance_status s)
 
 static double now_real(void)
 {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double now_mono(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        return clock_sec(CLOCK_REALTIME);
 }
 
 static void sleep_ms(int ms)

@@ -35,6 +35,7 @@
 #include "shared/json-util.h"
 #include "shared/log.h"
 #include "shared/strv.h"
+#include "shared/time-util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(blkid_probe, blkid_free_probe);
 DEFINE_TRIVIAL_CLEANUP_FUNC(PedDevice *, ped_device_destroy);
@@ -545,14 +546,6 @@ int probe_os_release_value(const char *text, const char *key, char **ret)
         return 0;
 }
 
-static double now_sec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void write_all(int fd, const char *s, size_t n)
 {
         while (n > 0) {
@@ -697,7 +690,7 @@ static int os_attempt(const char *path, bool force_tcg, unsigned timeout_sec, st
         const char *base = getenv("TMPDIR");
         _cleanup_free_ char *dirbuf = NULL, *buf = NULL;
         size_t len = 0, cap = 0;
-        double start = now_sec(), deadline = start + timeout_sec;
+        double start = now_mono(), deadline = start + timeout_sec;
         struct attempt a = { .exit_status = -1 };
         bool got_result = false;
         int fds[2], status;
@@ -740,7 +733,7 @@ static int os_attempt(const char *path, bool force_tcg, unsigned timeout_sec, st
         rfd = fds[0];
 
         while (!got_result) {
-                double left = deadline - now_sec();
+                double left = deadline - now_mono();
                 struct pollfd pfd = { .fd = rfd, .events = POLLIN };
                 ssize_t k;
                 char *nl;
@@ -773,13 +766,13 @@ static int os_attempt(const char *path, bool force_tcg, unsigned timeout_sec, st
                 buf[len] = 0;
                 if (!a.launched && len >= 9 && memcmp(buf, "launched\n", 9) == 0) {
                         a.launched = true;
-                        a.launch_sec = now_sec() - start;
+                        a.launch_sec = now_mono() - start;
                 }
                 nl = strchr(a.launched ? buf + 9 : buf, '\n');
                 if (nl) {
                         *nl = 0;
                         a.result = json_loads(a.launched ? buf + 9 : buf, 0, NULL);
-                        a.total_sec = now_sec() - start;
+                        a.total_sec = now_mono() - start;
                         got_result = true;
                 }
         }

@@ -39,17 +39,13 @@ static char *manifest_beside(const char *image)
 
 int image_cache_path(const char *id, char **ret)
 {
-        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-        _cleanup_free_ char *dir = NULL;
+        _cleanup_free_ char *top = NULL, *dir = NULL;
         int r;
 
-        if (xdg && *xdg == '/')
-                r = asprintf(&dir, "%s/ingot/images", xdg);
-        else if (home && *home == '/')
-                r = asprintf(&dir, "%s/.cache/ingot/images", home);
-        else
+        r = xdg_cache_dir(&top);
+        if (r == -ENOENT)
                 return log_error_errno(-ENXIO, "no cache directory: set -o, $XDG_CACHE_HOME or $HOME");
-        if (r < 0)
+        if (r < 0 || asprintf(&dir, "%s/images", top) < 0)
                 return log_error_errno(-ENOMEM, "out of memory");
         r = mkdir_p(dir, 0755);
         if (r < 0)

@@ -30,6 +30,7 @@
 #include "shared/macro.h"
 #include "shared/run.h"
 #include "shared/strv.h"
+#include "shared/time-util.h"
 
 static const char *const firmware_names[_QEMU_FIRMWARE_MAX] = {
         [QEMU_FIRMWARE_BIOS] = "bios",
@@ -65,14 +66,6 @@ int qemu_accel_from_string(const char *s)
                 if (streq_ptr(s, accel_names[i]))
                         return i;
         return -EINVAL;
-}
-
-static double now_sec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void sleep_ms(int ms)
@@ -579,7 +572,7 @@ static bool kvm_probe_run(unsigned timeout_sec)
                 log_debug("kvm probe: cannot run '%s': %s", QEMU_BINARY, strerror((int)-pid));
                 goto out;
         }
-        deadline = now_sec() + timeout_sec;
+        deadline = now_mono() + timeout_sec;
         for (;;) {
                 pid_t w = waitpid(pid, &status, WNOHANG);
                 if (w == pid)
@@ -589,7 +582,7 @@ static bool kvm_probe_run(unsigned timeout_sec)
                         (void)waitpid(pid, &status, 0);
                         break;
                 }
-                if (now_sec() >= deadline) {
+                if (now_mono() >= deadline) {
                         log_debug("kvm probe: no answer within %u s", timeout_sec);
                         kill_child(pid, true);
                         (void)waitpid(pid, &status, 0);
@@ -605,6 +598,64 @@ static bool kvm_probe_run(unsigned timeout_sec)
 out:
         (void)unlink(fw);
         return ok;
+}
+
+/* Whether KVM works does not change while the host runs, and a probe
+ * that hangs costs its whole timeout: the answer is kept for this boot
+ * (keyed by the kernel's boot id) in the cache directory. */
+static char *probe_cache_path(void)
+{
+        _cleanup_free_ char *dir = NULL;
+        char *p;
+
+        if (xdg_cache_dir(&dir) < 0 || asprintf(&p, "%s/kvm-probe", dir) < 0)
+                return NULL;
+        return p;
+}
+
+static int boot_id(char ret[static 40])
+{
+        _cleanup_free_ char *s = NULL;
+        int r = read_full_file("/proc/sys/kernel/random/boot_id", 64, &s, NULL);
+
+        if (r < 0)
+                return r;
+        s[strcspn(s, "\n")] = '\0';
+        if (strlen(s) != 36)
+                return -EINVAL;
+        memcpy(ret, s, 37);
+        return 0;
+}
+
+static enum qemu_accel probe_cache_read(void)
+{
+        _cleanup_free_ char *path = probe_cache_path(), *s = NULL;
+        char id[40], *sp;
+        int a;
+
+        if (!path || boot_id(id) < 0 || read_full_file(path, 128, &s, NULL) < 0)
+                return QEMU_ACCEL_AUTO;
+        s[strcspn(s, "\n")] = '\0';
+        sp = strchr(s, ' ');
+        if (!sp || (size_t)(sp - s) != strlen(id) || strncmp(s, id, strlen(id)) != 0)
+                return QEMU_ACCEL_AUTO;
+        a = qemu_accel_from_string(sp + 1);
+        return a == QEMU_ACCEL_KVM || a == QEMU_ACCEL_TCG ? (enum qemu_accel)a : QEMU_ACCEL_AUTO;
+}
+
+static void probe_cache_write(enum qemu_accel a)
+{
+        _cleanup_free_ char *path = probe_cache_path(), *dir = NULL, *line = NULL;
+        char id[40];
+
+        if (!path || boot_id(id) < 0 || asprintf(&line, "%s %s\n", id, qemu_accel_to_string(a)) < 0)
+                return;
+        dir = strdup(path);
+        if (!dir)
+                return;
+        *strrchr(dir, '/') = '\0';
+        if (mkdir_p(dir, 0755) < 0 || write_file_atomic(path, line, strlen(line), 0644) < 0)
+                log_debug("cannot keep the kvm probe's result in '%s'", path);
 }
 
 enum qemu_accel qemu_probe_accel(unsigned timeout_sec)
@@ -629,6 +680,11 @@ enum qemu_accel qemu_probe_accel(unsigned timeout_sec)
                 return (enum qemu_accel)(cached = QEMU_ACCEL_TCG);
         }
         close(fd);
+        cached = probe_cache_read();
+        if (cached != QEMU_ACCEL_AUTO) {
+                log_debug("kvm probe result from this boot's cache: %s", qemu_accel_to_string(cached));
+                return cached;
+        }
         if (kvm_probe_run(timeout_sec ?: 3)) {
                 log_debug("kvm probe passed; using kvm");
                 cached = QEMU_ACCEL_KVM;
@@ -636,6 +692,7 @@ enum qemu_accel qemu_probe_accel(unsigned timeout_sec)
                 log_debug("kvm probe failed; using tcg");
                 cached = QEMU_ACCEL_TCG;
         }
+        probe_cache_write(cached);
         return cached;
 }
 
@@ -687,7 +744,7 @@ struct qmp {
 /* One line within timeout_ms; -ETIMEDOUT, -EPIPE at EOF. */
 static int qmp_read_line(struct qmp *q, int timeout_ms, char **ret)
 {
-        double deadline = now_sec() + timeout_ms / 1000.0;
+        double deadline = now_mono() + timeout_ms / 1000.0;
 
         for (;;) {
                 char *nl = memchr(q->buf, '\n', q->len);
@@ -707,7 +764,7 @@ static int qmp_read_line(struct qmp *q, int timeout_ms, char **ret)
                 }
                 if (q->len == sizeof(q->buf))
                         q->len = 0; /* an absurdly long line: drop it */
-                left = (int)((deadline - now_sec()) * 1000);
+                left = (int)((deadline - now_mono()) * 1000);
                 if (left <= 0)
                         return -ETIMEDOUT;
                 k = poll(&p, 1, left);
@@ -763,7 +820,7 @@ static int qmp_execute(struct qmp *q, const char *command, int timeout_ms)
 static int qmp_connect(const char *path, int timeout_ms, struct qmp *q)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        double deadline = now_sec() + timeout_ms / 1000.0;
+        double deadline = now_mono() + timeout_ms / 1000.0;
 
         if (strlen(path) >= sizeof(sa.sun_path))
                 return -ENAMETOOLONG;
@@ -786,7 +843,7 @@ static int qmp_connect(const char *path, int timeout_ms, struct qmp *q)
                 }
                 r = -errno;
                 close(fd);
-                if (now_sec() >= deadline)
+                if (now_mono() >= deadline)
                         return r;
                 sleep_ms(50);
         }
@@ -1044,7 +1101,7 @@ int qemu_vm_start(const struct qemu_vm_options *o, struct qemu_vm **ret)
         cmd = qemu_argv_to_string(vm->argv);
         log_debug("running %s", strna(cmd));
 
-        vm->started = now_sec();
+        vm->started = now_mono();
         pid = spawn(vm->argv, &(struct spawn_options){ .own_group = !o->console,
                                                        .die_with_us = !o->detachable,
                                                        .stdio = o->console,
@@ -1097,7 +1154,7 @@ static int wait_ready(struct qemu_vm *vm, unsigned timeout_sec, double *ret_seco
 
                 vm_read_serial(vm); /* after the exit check, so a last line is not missed */
                 if (vm->serial.ready_line) {
-                        *ret_seconds = now_sec() - vm->started;
+                        *ret_seconds = now_mono() - vm->started;
                         return 0;
                 }
                 if (!running) {
@@ -1114,7 +1171,7 @@ static int wait_ready(struct qemu_vm *vm, unsigned timeout_sec, double *ret_seco
                                 log_error("the VM exited with status %d before the ready line", vm->exit_status);
                         return -ECHILD;
                 }
-                if (deadline && now_sec() >= deadline) {
+                if (deadline && now_mono() >= deadline) {
                         log_error("no ready line ('" QEMU_READY_MARKER "…') on the serial console within %u s",
                                   timeout_sec);
                         return -ETIMEDOUT;
@@ -1147,10 +1204,10 @@ int qemu_vm_wait_exit(struct qemu_vm *vm)
 
 static bool wait_exit_for(struct qemu_vm *vm, double seconds)
 {
-        double deadline = now_sec() + seconds;
+        double deadline = now_mono() + seconds;
 
         while (vm_running(vm)) {
-                if (now_sec() >= deadline)
+                if (now_mono() >= deadline)
                         return false;
                 sleep_ms(50);
         }

@@ -178,3 +178,17 @@ int copy_file(const char *from, const char *to, mode_t mode)
                 return -errno;
         return copy_fd_to_file(in, to, mode);
 }
+
+int xdg_cache_dir(char **ret)
+{
+        const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        int r;
+
+        if (xdg && *xdg == '/')
+                r = asprintf(ret, "%s/ingot", xdg);
+        else if (home && *home == '/')
+                r = asprintf(ret, "%s/.cache/ingot", home);
+        else
+                return -ENOENT;
+        return r < 0 ? -ENOMEM : 0;
+}

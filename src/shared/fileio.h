@@ -14,6 +14,9 @@ int write_file_atomic(const char *path, const void *data, size_t size, unsigned 
 
 /* mkdir -p: creates path and its missing parents with mode. */
 int mkdir_p(const char *path, mode_t mode);
+/* $XDG_CACHE_HOME/ingot, else $HOME/.cache/ingot (absolute paths only);
+ * -ENOENT when neither is set. */
+int xdg_cache_dir(char **ret);
 /* rm -rf without crossing into other filesystems; a missing path is fine. */
 int rm_rf(const char *path);
 /* Copies everything from in to out (both open fds). */

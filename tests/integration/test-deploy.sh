@@ -16,7 +16,7 @@ done
 state=$work/state
 store=file://$work/store
 export XDG_CACHE_HOME=$work/cache
-mkdir -p "$state/instances"
+
 cleanup() {
         local pids
         [[ -n ${poller:-} ]] && kill "$poller" 2>/dev/null
@@ -157,14 +157,21 @@ EOP
 [[ "$(qemus)" == "$(ps_pids)" ]] || fail "QEMU processes are not those ps lists"
 
 # ---- SIGKILL midway, rerun completes ----
+# (ingot itself in the background, not a shell function: $! must be its pid)
 write_deploy busybox@1.0.1
-D deploy "$work/web.deploy" >"$work/killed.out" 2>&1 & dp=$!
+"$INGOT" deploy "$work/web.deploy" --store "$store" --state-dir "$state" >"$work/killed.out" 2>&1 & dp=$!
 for _ in $(seq 600); do
         [[ $(qemus | wc -l) -ge 3 ]] && break
         sleep 0.1
 done
+# one deploy at a time; ps lists without touching what the deploy owns
+expect_exit 1 D deploy "$work/web.deploy"
+expect_err "another ingot \(pid $dp\) is changing the deployments"
+expect_exit 0 P ps
+[[ $(grep -c '^i-' "$work/out") == 3 ]] || fail "ps during a deploy does not list 3 instances"
 sleep 2
 kill -9 $dp; wait $dp 2>/dev/null || true
+echo "--- killed run:"; cat "$work/killed.out"
 expect_exit 0 D deploy "$work/web.deploy"
 [[ $(answers | sort -u) == "version 1.0.1" ]] || fail "after the rerun: $(answers)"
 [[ "$(qemus)" == "$(ps_pids)" ]] || { qemus; ps_pids; fail "QEMU processes are not those ps lists"; }
