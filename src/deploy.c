@@ -336,20 +336,49 @@ static void fail_deployment(struct state *st, const char *name, const char *reas
         (void)state_deployment_set_state(st, name, STATE_DEPLOYMENT_FAILED, reason);
 }
 
-static int pick_old(struct state_instance *a, size_t n, const bool *is_old, const bool *gone, const bool *healthy)
+void rollout_next_step(const struct rollout_counts *c, struct rollout_step *ret)
 {
-        int best = -1;
+        unsigned old_h = c->old_healthy, new_n = c->new_n;
+        unsigned max_total = c->count + c->surge, min_healthy = c->count - c->unavailable;
+        unsigned want, room, budget, x;
 
-        for (size_t k = 0; k < n; k++) {
-                if (!is_old[k] || gone[k])
-                        continue;
-                if (!healthy[k])
-                        return (int)k;
-                if (best < 0)
-                        best = (int)k;
+        *ret = (struct rollout_step){ 0 };
+        /* an old instance that is not healthy serves nobody: it goes first */
+        ret->stop_unhealthy = c->old_unhealthy;
+        /* old ones beyond Count, now that the new ones are healthy */
+        if (old_h + new_n > c->count) {
+                x = old_h + new_n - c->count;
+                if (x > old_h)
+                        x = old_h;
+                old_h -= x;
+                ret->stop_healthy += x;
         }
-        (void)a;
-        return best;
+        /* the new instances still wanted start in the room MaxSurge leaves;
+         * when that is short, old ones stop to make more, as far as
+         * MaxUnavailable allows (every instance counted here is healthy) */
+        want = c->count > new_n ? c->count - new_n : 0;
+        room = max_total > old_h + new_n ? max_total - (old_h + new_n) : 0;
+        if (want > room) {
+                budget = old_h + new_n > min_healthy ? old_h + new_n - min_healthy : 0;
+                x = want - room;
+                if (x > budget)
+                        x = budget;
+                if (x > old_h)
+                        x = old_h;
+                old_h -= x;
+                room += x;
+                ret->stop_healthy += x;
+        }
+        ret->start = want < room ? want : room;
+}
+
+/* The index of an old instance still running that is (un)healthy, or -1. */
+static int find_old(const bool *is_old, const bool *gone, const bool *healthy, size_t n, bool want_healthy)
+{
+        for (size_t k = 0; k < n; k++)
+                if (is_old[k] && !gone[k] && healthy[k] == want_healthy)
+                        return (int)k;
+        return -1;
 }
 
 static int rollout(const struct rollout *ro)
@@ -358,7 +387,7 @@ static int rollout(const struct rollout *ro)
         struct state_instance *cur = NULL, fresh[DEPLOYFILE_COUNT_MAX * 2];
         size_t n_cur = 0, n_fresh = 0;
         bool *is_old = NULL, *gone = NULL, *healthy = NULL;
-        unsigned old_n = 0, old_healthy = 0, new_n = 0;
+        struct rollout_counts c = { .count = df->count, .surge = df->max_surge, .unavailable = df->max_unavailable };
         int r;
 
         r = state_instance_list(ro->st, df->name, &cur, &n_cur);
@@ -378,8 +407,8 @@ static int rollout(const struct rollout *ro)
                 healthy[k] = check_health(ro->st, df, &cur[k],
                                           same && cur[k].state != STATE_INSTANCE_HEALTHY ? df->boot_timeout
                                                                                          : ADOPT_HEALTH_SEC);
-                if (same && healthy[k] && new_n < df->count) {
-                        new_n++;
+                if (same && healthy[k] && c.new_n < df->count) {
+                        c.new_n++;
                         continue;
                 }
                 if (same && !healthy[k]) {
@@ -389,80 +418,64 @@ static int rollout(const struct rollout *ro)
                         continue;
                 }
                 is_old[k] = true;
-                old_n++;
-                old_healthy += healthy[k];
+                if (healthy[k])
+                        c.old_healthy++;
+                else
+                        c.old_unhealthy++;
         }
-        if (old_n == 0 && new_n == df->count) {
+        if (c.old_healthy + c.old_unhealthy == 0 && c.new_n == df->count) {
                 r = 1; /* up to date */
                 goto out;
         }
 
-        while (old_n > 0 || new_n < df->count) {
-                unsigned total = old_n + new_n, k = 0;
-                bool moved = false;
+        while (c.old_healthy + c.old_unhealthy > 0 || c.new_n < df->count) {
+                struct rollout_step step;
+                size_t first = n_fresh;
 
-                if (new_n < df->count && df->count + df->max_surge > total) {
-                        k = df->count - new_n;
-                        if (k > df->count + df->max_surge - total)
-                                k = df->count + df->max_surge - total;
+                rollout_next_step(&c, &step);
+                if (step.stop_unhealthy + step.stop_healthy + step.start == 0) {
+                        r = log_error_errno(-EDEADLK, "deployment %s: the rollout cannot move", df->name);
+                        goto out;
                 }
-                if (k > 0) {
-                        size_t first = n_fresh;
-
-                        for (unsigned j = 0; j < k; j++) {
-                                r = start_one(ro, &fresh[n_fresh]);
-                                if (r < 0) {
-                                        fail_deployment(ro->st, df->name, "an instance could not be started");
-                                        goto undo;
-                                }
-                                n_fresh++;
-                        }
-                        for (size_t j = first; j < n_fresh; j++) {
-                                struct instance_health h = health_of(df, fresh[j].slot);
-                                _cleanup_free_ char *reason = NULL;
-                                double secs = 0;
-
-                                r = instance_wait_healthy(fresh[j].dir, &h, df->boot_timeout, &secs, &reason);
-                                if (r < 0) {
-                                        log_error("instance %s did not become healthy: %s", fresh[j].id,
-                                                  strna(reason));
-                                        fail_deployment(ro->st, df->name, reason ? reason : "not healthy");
-                                        goto undo;
-                                }
-                                (void)state_instance_update(ro->st, fresh[j].id, STATE_INSTANCE_HEALTHY,
-                                                            fresh[j].pid, "healthy");
-                                log_info("instance %s is healthy after %.1f s", fresh[j].id, secs);
-                        }
-                        new_n += k;
-                        moved = true;
-                }
-                /* stop old ones: down to Count in total, or (no surge room)
-                 * as many as MaxUnavailable allows */
-                while (old_n > 0) {
-                        int v = pick_old(cur, n_cur, is_old, gone, healthy);
-                        unsigned h_now = new_n + old_healthy;
-                        bool need_room = df->max_surge == 0 || old_n + new_n >= df->count + df->max_surge;
+                for (unsigned j = 0; j < step.stop_unhealthy + step.stop_healthy; j++) {
+                        bool h = j >= step.stop_unhealthy;
+                        int v = find_old(is_old, gone, healthy, n_cur, h);
 
                         if (v < 0)
-                                break;
-                        if (!(old_n + new_n > df->count ||
-                              (need_room && new_n < df->count &&
-                               h_now - (healthy[v] ? 1 : 0) + df->max_unavailable >= df->count)))
                                 break;
                         log_info("stopping instance %s of %s", cur[v].id, cur[v].image_id);
                         r = destroy_instance(ro->st, &cur[v]);
                         if (r < 0)
                                 goto out;
                         gone[v] = true;
-                        old_n--;
-                        old_healthy -= healthy[v];
-                        moved = true;
-                        if (df->max_surge > 0 && old_n + new_n <= df->count)
-                                break;
+                        if (h)
+                                c.old_healthy--;
+                        else
+                                c.old_unhealthy--;
                 }
-                if (!moved) {
-                        r = log_error_errno(-EDEADLK, "deployment %s: the rollout cannot move", df->name);
-                        goto out;
+                for (unsigned j = 0; j < step.start; j++) {
+                        r = start_one(ro, &fresh[n_fresh]);
+                        if (r < 0) {
+                                fail_deployment(ro->st, df->name, "an instance could not be started");
+                                goto undo;
+                        }
+                        n_fresh++;
+                }
+                for (size_t j = first; j < n_fresh; j++) {
+                        struct instance_health h = health_of(df, fresh[j].slot);
+                        _cleanup_free_ char *reason = NULL;
+                        double secs = 0;
+
+                        r = instance_wait_healthy(fresh[j].dir, &h, df->boot_timeout, &secs, &reason);
+                        if (r < 0) {
+                                log_error("instance %s did not become healthy: %s", fresh[j].id, strna(reason));
+                                fail_deployment(ro->st, df->name, reason ? reason : "not healthy");
+                                goto undo;
+                        }
+                        (void)state_instance_update(ro->st, fresh[j].id, STATE_INSTANCE_HEALTHY, fresh[j].pid,
+                                                    "healthy");
+                        log_info("instance %s is healthy after %.1f s", fresh[j].id, secs);
+                        c.new_n++;
                 }
         }
         r = 0;
@@ -667,6 +680,36 @@ static const char *status_word(const struct state_instance *i, enum instance_sta
         return instance_status_to_string(s);
 }
 
+/* One line per deployment: what it runs or was last asked to run, and for
+ * a failed one why, in two lines: the cause and the serial log's last line
+ * (the whole tail is in the deploy's own error). */
+static void print_deployments(struct state *st, const char *name)
+{
+        struct state_deployment *d = NULL;
+        size_t n = 0;
+
+        if (state_deployment_list(st, &d, &n) < 0)
+                return;
+        for (size_t k = 0; k < n; k++) {
+                const char *why = d[k].reason, *last;
+                size_t len;
+
+                if (name && !streq(d[k].name, name))
+                        continue;
+                printf("deployment %s: %s, image %s (%s, %s)\n", d[k].name,
+                       state_deployment_state_to_string(d[k].state), str_or_empty(d[k].image_ref), d[k].image_id,
+                       str_or_empty(d[k].version));
+                if (!why)
+                        continue;
+                len = strcspn(why, "\n");
+                printf("  %.*s\n", (int)len, why);
+                last = strrchr(why, '\n');
+                if (last && last[1])
+                        printf("  last serial line: %s\n", last + 1);
+        }
+        state_deployments_free(d, n);
+}
+
 int deploy_ps(const char *state_dir_arg, const char *name, bool json)
 {
         _cleanup_close_ int lock = -EBADF;
@@ -692,9 +735,11 @@ int deploy_ps(const char *state_dir_arg, const char *name, bool json)
                 return r;
         if (json)
                 arr = json_array();
-        else
+        else {
+                print_deployments(st, name);
                 printf("%-20s %-12s %-22s %-10s %-10s %-10s %-16s %s\n", "INSTANCE", "DEPLOYMENT", "IMAGE", "VERSION",
                        "STATE", "HEALTH", "PORTS", "UPTIME");
+        }
         for (size_t k = 0; k < n; k++) {
                 enum instance_status s = INSTANCE_MISSING;
                 char ports[256] = "", *p = ports;

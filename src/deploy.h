@@ -28,3 +28,20 @@ int deploy_ps(const char *state_dir, const char *name, bool json);
 int deploy_logs(const char *state_dir, const char *instance, bool follow);
 /* ingot terminate INSTANCE | --deployment NAME (exactly one non-NULL) */
 int deploy_terminate(const char *state_dir, const char *instance, const char *deployment);
+
+/* The rolling replacement's arithmetic, apart from any instance: given the
+ * old instances (healthy or not) and the new ones already healthy, the next
+ * step stops old ones (the unhealthy first, then the ones beyond Count, then
+ * as many as MaxUnavailable allows to make room) and starts new ones within
+ * Count + MaxSurge. Starting counts nothing healthy until the new ones are;
+ * so healthy never falls below Count - MaxUnavailable (unless it already
+ * was) and the total never exceeds Count + MaxSurge. A step of all zeros
+ * means done. Exposed for its unit test. */
+struct rollout_counts {
+        unsigned count, surge, unavailable;
+        unsigned old_healthy, old_unhealthy, new_n;
+};
+struct rollout_step {
+        unsigned stop_unhealthy, stop_healthy, start;
+};
+void rollout_next_step(const struct rollout_counts *c, struct rollout_step *ret);
