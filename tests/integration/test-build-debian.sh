@@ -4,10 +4,12 @@
 # before the ready line; the test reads the serial log.
 source "$(dirname "$0")/lib.sh"
 
+ks_data=$(cd "$(dirname "$0")/../data/ks" && pwd)
 out=$work/images
 mkdir -p "$out"
 cat >"$work/web-check.ks" <<KS
 %include $data/kickstart/web-server.ks
+%include $ks_data/facts-unit.ks
 
 %post --erroronfail
 cat >/usr/local/sbin/ingot-facts <<'SH'
@@ -23,7 +25,7 @@ echo "fact: hostname \$(hostname)"
 echo "fact: timezone \$(readlink /etc/localtime)"
 echo "fact: nginx \$(systemctl is-active nginx)"
 echo "fact: ssh-enabled \$(systemctl is-enabled ssh)"
-echo "fact: post \$(grep -c 'served by an ingot image' /var/www/html/index.html)"
+echo "fact: page \$(cat /var/www/html/version)"
 exec 3<>/dev/tcp/127.0.0.1/80 && printf 'GET / HTTP/1.0\r\nHost: web\r\n\r\n' >&3 && echo "fact: http \$(head -n 1 <&3)"
 if touch /ingot-probe 2>/tmp/err; then echo "fact: root-write allowed"; else echo "fact: root-write \$(cat /tmp/err)"; fi
 if mount -o remount,rw / 2>/tmp/err; then echo "fact: remount allowed"; else echo "fact: remount refused"; fi
@@ -39,18 +41,6 @@ fi
 printf '\n%s\n' "\$facts" >/dev/ttyS0
 SH
 chmod 0755 /usr/local/sbin/ingot-facts
-cat >/etc/systemd/system/ingot-facts.service <<'UNIT'
-[Unit]
-Description=print facts for the ingot test
-After=nginx.service
-Before=ingot-ready.service
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/ingot-facts
-[Install]
-WantedBy=multi-user.target
-UNIT
-ln -s /etc/systemd/system/ingot-facts.service /etc/systemd/system/multi-user.target.wants/ingot-facts.service
 %end
 KS
 
@@ -74,7 +64,7 @@ fact 'hostname web'
 fact 'timezone .*Etc/UTC'
 fact 'nginx active'
 fact 'ssh-enabled enabled'
-fact 'post 1'
+fact 'page debian-12 1\.0\.0 web$'
 fact 'http HTTP/1\.1 200 OK'
 # sealed: / read-only even for root, state where it may be written, a
 # machine-id and SSH host keys made by this boot, nothing failed

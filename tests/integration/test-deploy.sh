@@ -17,32 +17,20 @@ state=$work/state
 store=file://$work/store
 export XDG_CACHE_HOME=$work/cache
 
+source "$here/deploylib.sh"
 cleanup() {
-        local pids
         [[ -n ${poller:-} ]] && kill "$poller" 2>/dev/null
-        pids=$(pgrep -f "$state/instances/" || true)
-        [[ -n $pids ]] && kill -9 $pids 2>/dev/null
+        kill_instances "$state"
         rm -rf "$work"
 }
 trap cleanup EXIT
 
-free_base() {
-        local p ok
-        for _ in $(seq 200); do
-                p=$((20000 + RANDOM % 30000)) ok=1
-                for k in 0 1 2 3; do
-                        (exec 3<>"/dev/tcp/127.0.0.1/$((p + k))") 2>/dev/null && ok=0
-                done
-                [[ $ok == 1 ]] && { echo "$p"; return; }
-        done
-        fail "no free ports"
-}
 D() { "$INGOT" "$@" --store "$store" --state-dir "$state"; }
 P() { "$INGOT" "$@" --state-dir "$state"; }
-qemus() { pgrep -f "$state/instances/" | sort || true; }
+qemus() { instance_qemus "$state"; }
 ps_pids() { P ps --json | python3 -c 'import json,sys; print("\n".join(sorted(str(i["pid"]) for i in json.load(sys.stdin))))'; }
 answers() { # the versions the deployment's ports answer with
-        for k in 0 1 2; do curl -fsS -m 2 --noproxy '*' "http://127.0.0.1:$((base + k))/" 2>/dev/null || true; done
+        for k in 0 1 2; do curl -fsS -m 5 --noproxy '*' "http://127.0.0.1:$((base + k))/" 2>/dev/null || true; done
 }
 
 img=$work/img
@@ -69,7 +57,7 @@ EOK
 expect_exit 0 "$INGOT" build -t busybox -k "$work/broken.ks" --version 1.0.2 -o "$img"
 expect_exit 0 "$INGOT" push "$img/busybox-1.0.2.raw" --store "$store"
 
-base=$(free_base)
+base=$(free_port_base 4)
 write_deploy() { # IMAGE [BOOT_TIMEOUT]
         cat >"$work/web.deploy" <<EOD
 [Deployment]
@@ -152,6 +140,8 @@ c = sqlite3.connect(sys.argv[1])
 print(c.execute("select state from deployments where name='web'").fetchone())
 assert "failed" in str(c.execute("select * from deployments where name='web'").fetchone())
 EOP
+expect_exit 0 P ps web
+expect_out '^deployment web: failed, image busybox@1\.0\.2 '
 [[ $(answers | sort -u) == "version 1.0.0" ]] || fail "after the failed rollout: $(answers)"
 [[ $(answers | grep -c version) == 2 ]] || fail "not 2 old instances answer"
 [[ "$(qemus)" == "$(ps_pids)" ]] || fail "QEMU processes are not those ps lists"
@@ -176,6 +166,29 @@ expect_exit 0 D deploy "$work/web.deploy"
 [[ $(answers | sort -u) == "version 1.0.1" ]] || fail "after the rerun: $(answers)"
 [[ "$(qemus)" == "$(ps_pids)" ]] || { qemus; ps_pids; fail "QEMU processes are not those ps lists"; }
 [[ $(qemus | wc -l) == 2 ]] || fail "not 2 QEMU after the rerun"
+
+# ---- deprecated and deregistered images ----
+before=$(qemus)
+expect_exit 0 "$INGOT" deprecate busybox@1.0.1 --store "$store"
+expect_exit 1 D deploy "$work/web.deploy"
+expect_err 'is deprecated: pass --allow-deprecated'
+expect_exit 0 D deploy "$work/web.deploy" --allow-deprecated
+expect_out '^deployment web: up to date'
+expect_exit 0 "$INGOT" deregister busybox@1.0.2 --store "$store"
+write_deploy busybox@1.0.2
+expect_exit 1 D deploy "$work/web.deploy"
+expect_err 'is deregistered: refusing to deploy it'
+[[ $(qemus) == "$before" ]] || fail "a refused image changed the QEMU processes"
+
+# ---- an instance terminated by hand: the next deploy replaces it ----
+write_deploy busybox@1.0.1
+victim=$(P ps --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["instance"])')
+expect_exit 0 P terminate "$victim"
+expect_out "^terminated $victim"
+[[ $(qemus | wc -l) == 1 ]] || fail "terminate of one instance left $(qemus | wc -l) QEMU"
+[[ ! -e $state/instances/$victim ]] || fail "terminate left the instance's directory"
+expect_exit 0 D deploy "$work/web.deploy" --allow-deprecated
+[[ $(answers | grep -c 'version 1.0.1') == 2 ]] || fail "the lost instance was not replaced: $(answers)"
 
 # ---- terminate ----
 expect_exit 0 P terminate --deployment web
