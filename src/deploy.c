@@ -217,6 +217,7 @@ static struct instance_health health_of(const struct deployfile *df, unsigned sl
         else if (df->health == DEPLOY_HEALTH_TCP)
                 h = (struct instance_health){ .check = INSTANCE_CHECK_TCP,
                                               .host_port = deployfile_host_port_for(df, df->health_port, slot) };
+        h.interval_sec = df->health_interval;
         return h;
 }
 
@@ -385,7 +386,7 @@ static int rollout(const struct rollout *ro)
 {
         const struct deployfile *df = ro->df;
         struct state_instance *cur = NULL, fresh[DEPLOYFILE_COUNT_MAX * 2];
-        size_t n_cur = 0, n_fresh = 0;
+        size_t n_cur = 0, n_fresh = 0, undo_from = 0;
         bool *is_old = NULL, *gone = NULL, *healthy = NULL;
         struct rollout_counts c = { .count = df->count, .surge = df->max_surge, .unavailable = df->max_unavailable };
         int r;
@@ -431,6 +432,8 @@ static int rollout(const struct rollout *ro)
         while (c.old_healthy + c.old_unhealthy > 0 || c.new_n < df->count) {
                 struct rollout_step step;
                 size_t first = n_fresh;
+
+                undo_from = first;
 
                 rollout_next_step(&c, &step);
                 if (step.stop_unhealthy + step.stop_healthy + step.start == 0) {
@@ -482,7 +485,10 @@ static int rollout(const struct rollout *ro)
         goto out;
 
 undo:
-        for (size_t j = 0; j < n_fresh; j++) {
+        /* The new instances of this step go; those of earlier steps are
+         * healthy and serve in place of old ones already stopped, so they
+         * stay: removing them would drop below Count - MaxUnavailable. */
+        for (size_t j = undo_from; j < n_fresh; j++) {
                 struct state_instance i = { .pid = fresh[j].pid, .dir = fresh[j].dir };
                 memcpy(i.id, fresh[j].id, sizeof(i.id));
                 (void)destroy_instance(ro->st, &i);

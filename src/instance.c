@@ -941,7 +941,9 @@ int instance_wait_healthy(const char *dir_arg, const struct instance_health *h, 
                         r = -ETIMEDOUT;
                         break;
                 }
-                sleep_ms(s.ready_line ? 1000 : 200);
+                /* the serial log is read often (the ready line is cheap to
+                 * see); the check waits its interval */
+                sleep_ms(s.ready_line ? (h && h->interval_sec ? h->interval_sec : 1) * 1000 : 200);
         }
         if (ret_reason)
                 *ret_reason = make_reason(why, &s);

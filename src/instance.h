@@ -69,6 +69,7 @@ struct instance_health {
         enum instance_check check;
         unsigned host_port;
         const char *path; /* HTTP; NULL = "/" */
+        unsigned interval_sec; /* between checks once the ready line is seen; 0 = 1 */
 };
 
 /* Waits until the instance is healthy: an "ingot-ready" line in

@@ -108,6 +108,9 @@ for id in $ids; do
         expect_exit 0 P logs "$id"
         grep -q "ingot.hostname=$id" "$work/out" || fail "instance $id has not its own hostname"
 done
+# -f keeps following a running instance's console
+expect_exit 124 timeout 2 "$INGOT" logs -f "$id" --state-dir "$state"
+grep -q "ingot-ready name=busybox version=1.0.0" "$work/out" || fail "logs -f printed no ready line"
 
 # ---- nothing changed ----
 before=$(qemus)
