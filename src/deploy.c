@@ -373,6 +373,27 @@ void rollout_next_step(const struct rollout_counts *c, struct rollout_step *ret)
         ret->start = want < room ? want : room;
 }
 
+/* Whether the instance was made with the file's Memory=, CPUs= and Ports=
+ * (for its slot): a change of any is a change, and instances are replaced,
+ * never modified. */
+static bool runs_as_file(const struct deployfile *df, const struct state_instance *i)
+{
+        struct instance_port ports[INSTANCE_MAX_PORTS];
+        struct instance_config c = {
+                .memory_mib = (unsigned)(df->memory >> 20),
+                .cpus = df->cpus,
+                .ports = ports,
+                .n_ports = df->n_ports,
+        };
+
+        if (df->n_ports > INSTANCE_MAX_PORTS)
+                return false;
+        for (size_t k = 0; k < df->n_ports; k++)
+                ports[k] = (struct instance_port){ .guest = df->ports[k].guest,
+                                                   .host = deployfile_host_port(df, k, i->slot) };
+        return instance_config_matches(i->dir, &c) > 0;
+}
+
 /* The index of an old instance still running that is (un)healthy, or -1. */
 static int find_old(const bool *is_old, const bool *gone, const bool *healthy, size_t n, bool want_healthy)
 {
@@ -403,6 +424,12 @@ static int rollout(const struct rollout *ro)
         }
         for (size_t k = 0; k < n_cur; k++) {
                 bool same = streq(cur[k].image_id, ro->rec->image_id);
+
+                if (same && !runs_as_file(df, &cur[k])) {
+                        log_info("instance %s runs with other Memory=, CPUs= or Ports= than '%s': replacing it",
+                                 cur[k].id, df->path);
+                        same = false;
+                }
                 /* an instance of the target that a killed run started may
                  * still be booting: give it the boot timeout */
                 healthy[k] = check_health(ro->st, df, &cur[k],

@@ -598,6 +598,28 @@ int instance_create(const struct instance_config *c)
 
 /* ---- probe ---- */
 
+int instance_config_matches(const char *dir, const struct instance_config *c)
+{
+        json_t *j = NULL, *ports;
+        int r;
+
+        r = read_json(dir, &j);
+        if (r < 0)
+                return r;
+        ports = json_object_get(j, "ports");
+        r = json_integer_value(json_object_get(j, "memory_mib")) == (json_int_t)(c->memory_mib ?: 256) &&
+            json_integer_value(json_object_get(j, "cpus")) == (json_int_t)(c->cpus ?: 1) && json_is_array(ports) &&
+            json_array_size(ports) == c->n_ports;
+        for (size_t i = 0; r && i < c->n_ports; i++) {
+                json_t *p = json_array_get(ports, i);
+
+                r = json_integer_value(json_object_get(p, "guest")) == (json_int_t)c->ports[i].guest &&
+                    json_integer_value(json_object_get(p, "host")) == (json_int_t)c->ports[i].host;
+        }
+        json_decref(j);
+        return r;
+}
+
 int instance_probe(const char *dir, enum instance_status *ret, pid_t *ret_pid)
 {
         _cleanup_free_ char *abs = realpath(dir, NULL), *json = NULL, *qmp = NULL;

@@ -92,6 +92,12 @@ int instance_stop(const char *dir, unsigned grace_sec);
 /* Stops nothing: refuses (-EBUSY) while QEMU runs. Deletes dir. */
 int instance_remove(const char *dir);
 
+/* Whether the instance in dir was created with c's memory, CPUs and port
+ * forwards (in order): 1 yes, 0 no, negative errno when its instance.json
+ * cannot be read. A deployment whose file changed them replaces the
+ * instance, as it does for a new image. */
+int instance_config_matches(const char *dir, const struct instance_config *c);
+
 enum instance_status {
         INSTANCE_RUNNING,      /* the pid is this instance's QEMU and QMP answers */
         INSTANCE_UNRESPONSIVE, /* the pid is this instance's QEMU but QMP does not answer */

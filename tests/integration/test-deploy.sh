@@ -64,7 +64,7 @@ write_deploy() { # IMAGE [BOOT_TIMEOUT]
 Name=web
 Image=$1
 Count=2
-Memory=256M
+Memory=${MEM:-256M}
 Ports=80:$base
 MaxSurge=1
 MaxUnavailable=0
@@ -183,15 +183,26 @@ expect_exit 1 D deploy "$work/web.deploy"
 expect_err 'is deregistered: refusing to deploy it'
 [[ $(qemus) == "$before" ]] || fail "a refused image changed the QEMU processes"
 
-# ---- an instance terminated by hand: the next deploy replaces it ----
-write_deploy busybox@1.0.1
+# ---- an instance terminated by hand, and Memory= changed: the next
+# deploy replaces the lost one and the one running with the old memory ----
 victim=$(P ps --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["instance"])')
 expect_exit 0 P terminate "$victim"
 expect_out "^terminated $victim"
 [[ $(qemus | wc -l) == 1 ]] || fail "terminate of one instance left $(qemus | wc -l) QEMU"
 [[ ! -e $state/instances/$victim ]] || fail "terminate left the instance's directory"
+other=$(P ps --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["instance"])')
+MEM=192M write_deploy busybox@1.0.1
 expect_exit 0 D deploy "$work/web.deploy" --allow-deprecated
+expect_err "instance $other runs with other Memory=, CPUs= or Ports="
 [[ $(answers | grep -c 'version 1.0.1') == 2 ]] || fail "the lost instance was not replaced: $(answers)"
+expect_exit 0 P ps --json
+python3 - "$work/out" "$other" <<'EOP' || fail "the instances are not 2 new ones with 192 MiB"
+import json, sys
+a = json.load(open(sys.argv[1]))
+assert len(a) == 2 and all(i["instance"] != sys.argv[2] for i in a), a
+for i in a:
+    assert json.load(open(i["dir"] + "/instance.json"))["memory_mib"] == 192, i
+EOP
 
 # ---- terminate ----
 expect_exit 0 P terminate --deployment web

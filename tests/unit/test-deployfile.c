@@ -143,7 +143,7 @@ static void test_example_web(void **state _unused_)
         assert_int_equal(load_file(path, &d), 0);
         assert_string_equal(d->path, path);
         assert_string_equal(d->name, "web");
-        assert_string_equal(d->image, "debian-web:stable");
+        assert_string_equal(d->image, "debian-12:stable");
         assert_int_equal(d->count, 2);
         assert_int_equal(d->memory, 512 * MiB);
         assert_int_equal(d->cpus, 1);

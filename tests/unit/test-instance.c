@@ -179,6 +179,38 @@ static void test_probe_missing(void **state)
         assert_int_equal(access(tmpl, F_OK), -1);
 }
 
+static void test_config_matches(void **state)
+{
+        char tmpl[] = "/tmp/ingot-test-instance-XXXXXX";
+        _cleanup_free_ char *json = NULL;
+        static const char text[] = "{\"id\": \"i-0123456789abcdef0\", \"memory_mib\": 512, \"cpus\": 2,"
+                                   " \"ports\": [{\"guest\": 80, \"host\": 8081}, {\"guest\": 22, \"host\": 2223}]}";
+        struct instance_port ports[2] = { { .guest = 80, .host = 8081 }, { .guest = 22, .host = 2223 } };
+        struct instance_config c = { .memory_mib = 512, .cpus = 2, .ports = ports, .n_ports = 2 };
+
+        assert_int_equal(instance_config_matches("/nonexistent/i-1", &c), -ENOENT);
+        assert_non_null(mkdtemp(tmpl));
+        assert_true(asprintf(&json, "%s/instance.json", tmpl) > 0);
+        assert_int_equal(write_file_atomic(json, text, strlen(text), 0600), 0);
+        assert_int_equal(instance_config_matches(tmpl, &c), 1);
+        c.memory_mib = 1024;
+        assert_int_equal(instance_config_matches(tmpl, &c), 0);
+        c.memory_mib = 512;
+        c.cpus = 1;
+        assert_int_equal(instance_config_matches(tmpl, &c), 0);
+        c.cpus = 2;
+        ports[1].host = 2224; /* another base port */
+        assert_int_equal(instance_config_matches(tmpl, &c), 0);
+        ports[1].host = 2223;
+        c.n_ports = 1; /* a forward removed */
+        assert_int_equal(instance_config_matches(tmpl, &c), 0);
+        c.n_ports = 2;
+        assert_int_equal(instance_config_matches(tmpl, &c), 1);
+        assert_int_equal(write_file_atomic(json, "[]", 2, 0600), 0);
+        assert_int_equal(instance_config_matches(tmpl, &c), -EBADMSG);
+        assert_int_equal(instance_remove(tmpl), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -188,6 +220,7 @@ int main(void)
                 cmocka_unit_test(test_argv),
                 cmocka_unit_test(test_cmdline_matches),
                 cmocka_unit_test(test_probe_missing),
+                cmocka_unit_test(test_config_matches),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
