@@ -19,12 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export XDG_CACHE_HOME=$w/cache XDG_STATE_HOME=$w/state
 store=file://$w/store
 source "$top/tests/integration/deploylib.sh"
-cleanup() {
-        [[ -n ${poller:-} ]] && kill "$poller" 2>/dev/null
-        kill_instances "$XDG_STATE_HOME/ingot"
-        rm -rf "$w"
-}
-trap cleanup EXIT
+trap 'deploy_cleanup "$XDG_STATE_HOME/ingot" "$w"' EXIT
 base=$(free_port_base 5)
 field() { # REGEX: the number after it in ingot's log of the last command
         grep -oE "$1 [0-9.]+" "$w/last.log" | head -n 1 | awk '{print $NF}'
@@ -37,8 +32,7 @@ deployfile() { # IMAGE COUNT
 # the images (not measured): busybox web servers, 256 MiB (the template's
 # size) for the deploys, 2 GiB and 20 GiB for the overlays
 for v in 1.0.0 1.0.1; do
-        printf '%%include %s/kickstart/minimal.ks\nservices --enabled=httpd,network\n%%post --erroronfail\nmkdir -p /var/www\necho "version %s" > /var/www/index.html\n%%end\n' \
-                "$top" "$v" >"$w/web-$v.ks"
+        busybox_web_ks "$top/kickstart/minimal.ks" "$v" >"$w/web-$v.ks"
         "$ingot" build -q -t busybox -k "$w/web-$v.ks" --version "$v" -o "$w/img" >/dev/null 2>&1
         "$ingot" push -q "$w/img/busybox-$v.raw" --store "$store" >/dev/null
 done

@@ -36,6 +36,16 @@ static const char *str_or_empty(const char *s)
         return s ? s : "";
 }
 
+/* The instance named on the command line; an unknown id is bad input. */
+static int get_instance(struct state *st, const char *id, struct state_instance *ret)
+{
+        int r = state_instance_get(st, id, ret);
+
+        if (r == -ENOENT)
+                return log_error_errno(-EBADMSG, "no instance '%s'", id);
+        return r;
+}
+
 static int instance_dir(const char *state_dir, const char *id, char **ret)
 {
         if (asprintf(ret, "%s/instances/%s", state_dir, id) < 0)
@@ -555,7 +565,7 @@ static int deploy_file(const char *file, const struct deploy_options *o)
 
         r = deployfile_load(file, &df);
         if (r < 0)
-                return r == -EBADMSG ? r : r;
+                return r;
         abs = realpath(file, NULL);
         if (!abs)
                 return log_error_errno(-errno, "cannot resolve '%s': %m", file);
@@ -821,9 +831,7 @@ int deploy_logs(const char *state_dir_arg, const char *id, bool follow)
         r = open_state(state_dir_arg, LOCK_NONE, &st, &state_dir, NULL);
         if (r < 0)
                 return r;
-        r = state_instance_get(st, id, &i);
-        if (r == -ENOENT)
-                return log_error_errno(-EBADMSG, "no instance '%s'", id);
+        r = get_instance(st, id, &i);
         if (r < 0)
                 return r;
         r = asprintf(&log, "%s/serial.log", i.dir) < 0 ? -ENOMEM : 0;
@@ -876,9 +884,7 @@ int deploy_terminate(const char *state_dir_arg, const char *id, const char *depl
         if (id) {
                 struct state_instance i = { 0 };
 
-                r = state_instance_get(st, id, &i);
-                if (r == -ENOENT)
-                        return log_error_errno(-EBADMSG, "no instance '%s'", id);
+                r = get_instance(st, id, &i);
                 if (r < 0)
                         return r;
                 r = destroy_instance(st, &i);

@@ -15,12 +15,7 @@ top=$(cd "$here/../.." && pwd)
 export XDG_DATA_HOME=$work/data XDG_STATE_HOME=$work/state
 state=$XDG_STATE_HOME/ingot
 source "$here/deploylib.sh"
-cleanup() {
-        [[ -n ${poller:-} ]] && kill "$poller" 2>/dev/null
-        kill_instances "$state"
-        rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'deploy_cleanup "$state" "$work"' EXIT
 base=$(free_port_base 3)
 
 cat >"$work/demo.ks" <<KS

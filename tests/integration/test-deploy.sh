@@ -18,12 +18,7 @@ store=file://$work/store
 export XDG_CACHE_HOME=$work/cache
 
 source "$here/deploylib.sh"
-cleanup() {
-        [[ -n ${poller:-} ]] && kill "$poller" 2>/dev/null
-        kill_instances "$state"
-        rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'deploy_cleanup "$state" "$work"' EXIT
 
 D() { "$INGOT" "$@" --store "$store" --state-dir "$state"; }
 P() { "$INGOT" "$@" --state-dir "$state"; }
@@ -36,14 +31,7 @@ answers() { # the versions the deployment's ports answer with
 img=$work/img
 mkdir -p "$img"
 for v in 1.0.0 1.0.1; do
-        cat >"$work/web-$v.ks" <<EOK
-%include $data/kickstart/minimal.ks
-services --enabled=httpd,network
-%post --erroronfail
-mkdir -p /var/www
-echo "version $v" > /var/www/index.html
-%end
-EOK
+        busybox_web_ks "$data/kickstart/minimal.ks" "$v" >"$work/web-$v.ks"
         expect_exit 0 "$INGOT" build -t busybox -k "$work/web-$v.ks" --version "$v" -o "$img"
         expect_exit 0 "$INGOT" push "$img/busybox-$v.raw" --store "$store"
 done

@@ -10,6 +10,7 @@
 #   INSTANCE_RUN  the instance-run binary (default: beside the build of $INGOT)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
+source "$here/deploylib.sh"
 
 for tool in qemu-system-x86_64 qemu-img mcopy mdir mtype curl pgrep; do
         command -v "$tool" >/dev/null || { echo "skip: '$tool' is not installed"; exit 77; }
@@ -50,14 +51,7 @@ no_qemu_of() { ! pgrep -af "$1/" >&2 || fail "a QEMU of '$1' is still running"; 
 # whose init never reaches the ready line.
 img=$work/img
 mkdir -p "$img"
-cat >"$work/web.ks" <<EOK
-%include $data/kickstart/minimal.ks
-services --enabled=httpd,network
-%post --erroronfail
-mkdir -p /var/www
-echo "version 1.0.0" > /var/www/index.html
-%end
-EOK
+busybox_web_ks "$data/kickstart/minimal.ks" 1.0.0 >"$work/web.ks"
 cat >"$work/broken.ks" <<'EOK'
 %post --erroronfail
 sed -i 's/^echo "ingot-ready /echo "not-ready /' /etc/init.d/rcS
