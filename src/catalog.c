@@ -16,9 +16,11 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "lock.h"
 #include "shared/id128.h"
 #include "shared/json-util.h"
 #include "shared/log.h"
+#include "shared/proc-util.h"
 #include "shared/strv.h"
 
 /* ---- ids ---- */
@@ -684,6 +686,47 @@ static bool get_time(json_t *o, const char *key, int64_t *ret)
         return json_is_string(v) && catalog_parse_time(json_string_value(v), 0, ret) >= 0;
 }
 
+/* A record's id is derived from its name, version and digest, so the
+ * three cannot be edited apart: an id that does not follow, a digest that
+ * is not one (or is all zeros), a manifest of another image, a block list
+ * key of another id are all signs of a corrupt or forged record. */
+static int record_identity_check(const struct catalog_record *r, char **ret_error)
+{
+        static const char zeros[65] = "0000000000000000000000000000000000000000000000000000000000000000";
+        char id[CATALOG_ID_MAX], snap[CATALOG_ID_MAX], *bl = NULL;
+        json_t *mimg;
+        bool ok;
+
+        if (!catalog_word_is_valid(r->name) || !catalog_word_is_valid(r->version))
+                return bad(ret_error, "name '%s' or version '%s' is not valid", r->name, r->version);
+        if (strlen(r->digest) != 64 || !is_hex(r->digest, 64) || streq(r->digest, zeros))
+                return bad(ret_error, "\"digest\" '%s' is not a SHA-256", r->digest);
+        catalog_image_id(r->name, r->version, r->digest, id);
+        if (!streq(id, r->image_id))
+                return bad(ret_error, "its id %s does not follow from its name, version and digest (%s)", r->image_id,
+                           id);
+        catalog_snapshot_id(r->name, r->version, r->digest, snap);
+        if (!streq(snap, r->snapshot_id))
+                return bad(ret_error, "its snapshot id %s does not follow from its name, version and digest",
+                           r->snapshot_id);
+        if (asprintf(&bl, "blocklists/%s.json", r->image_id) < 0)
+                return -ENOMEM;
+        ok = streq(bl, r->block_list);
+        free(bl);
+        if (!ok)
+                return bad(ret_error, "its block list '%s' is not its own", r->block_list);
+        if (strlen(r->block_list_sha256) != 64 || !is_hex(r->block_list_sha256, 64))
+                return bad(ret_error, "\"block_list_sha256\" is not a SHA-256");
+        if (r->manifest) {
+                mimg = json_object_get(r->manifest, "image");
+                if (!streq_ptr(json_string_value(json_object_get(r->manifest, "name")), r->name) ||
+                    !streq_ptr(json_string_value(json_object_get(r->manifest, "version")), r->version) ||
+                    !streq_ptr(json_string_value(json_object_get(mimg, "digest")), r->digest))
+                        return bad(ret_error, "its manifest is of another image (name, version or digest differ)");
+        }
+        return 0;
+}
+
 int catalog_record_from_json(const char *data, size_t size, struct catalog_record **ret, char **ret_error)
 {
         _cleanup_(catalog_record_freep) struct catalog_record *r = NULL;
@@ -795,6 +838,9 @@ int catalog_record_from_json(const char *data, size_t size, struct catalog_recor
                 bad(ret_error, "\"os_release\" is mistyped");
                 goto out;
         }
+        res = record_identity_check(r, ret_error);
+        if (res < 0)
+                goto out;
         *ret = TAKE_PTR(r);
         res = 0;
 out:
@@ -834,7 +880,7 @@ int catalog_get_json(struct store *s, const char *key, json_t **ret)
         json_t *j;
         int r;
 
-        r = store_get(s, key, &data, &size);
+        r = store_get_full(s, key, CATALOG_POINTER_MAX, &data, &size, NULL);
         if (r == -ENOENT)
                 return r;
         if (r < 0)
@@ -857,25 +903,41 @@ int catalog_put_json(struct store *s, const char *key, json_t *j)
         return store_put(s, key, t, strlen(t)); /* the store logs its errors */
 }
 
-int catalog_record_load(struct store *s, const char *id, struct catalog_record **ret)
+/* images/<id>.json, checked: the record's own id must be the key's. */
+static int record_read(struct store *s, const char *key, struct catalog_record **ret)
 {
-        _cleanup_free_ char *key = NULL, *data = NULL, *error = NULL;
-        size_t size;
+        _cleanup_(catalog_record_freep) struct catalog_record *rec = NULL;
+        _cleanup_free_ char *data = NULL, *error = NULL;
+        size_t size, n = strlen(key);
         int r;
 
-        if (asprintf(&key, "images/%s.json", id) < 0)
-                return log_error_errno(-ENOMEM, "out of memory");
-        r = store_get(s, key, &data, &size);
+        r = store_get_full(s, key, CATALOG_RECORD_MAX, &data, &size, NULL);
         if (r == -ENOENT)
                 return r;
+        if (r == -EFBIG)
+                return -EBADMSG; /* logged */
         if (r < 0)
                 return r;
-        r = catalog_record_from_json(data, size, ret, &error);
+        r = catalog_record_from_json(data, size, &rec, &error);
         if (r == -EBADMSG)
                 return log_error_errno(r, "'%s' in the store is not a valid image record: %s", key, strna(error));
         if (r < 0)
                 return log_error_errno(r, "cannot read '%s': %m", key);
+        if (n < 12 || strncmp(key, "images/", 7) != 0 || strlen(rec->image_id) != n - 12 ||
+            strncmp(key + 7, rec->image_id, n - 12) != 0)
+                return log_error_errno(-EBADMSG, "'%s' in the store holds the record of %s: refusing a misplaced copy",
+                                       key, rec->image_id);
+        *ret = TAKE_PTR(rec);
         return 0;
+}
+
+int catalog_record_load(struct store *s, const char *id, struct catalog_record **ret)
+{
+        _cleanup_free_ char *key = NULL;
+
+        if (asprintf(&key, "images/%s.json", id) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
+        return record_read(s, key, ret);
 }
 
 int catalog_record_save(struct store *s, const struct catalog_record *r)
@@ -919,6 +981,7 @@ static int pointer_id(struct store *s, const char *key, const char *ref, char **
 int catalog_resolve(struct store *s, const char *ref, struct catalog_record **ret)
 {
         _cleanup_(catalog_ref_done) struct catalog_ref p = {};
+        _cleanup_(catalog_record_freep) struct catalog_record *rec = NULL;
         _cleanup_free_ char *key = NULL, *id = NULL;
         int r;
 
@@ -942,7 +1005,15 @@ int catalog_resolve(struct store *s, const char *ref, struct catalog_record **re
                         return r;
                 break;
         }
-        r = catalog_record_load(s, id, ret);
+        r = catalog_record_load(s, id, &rec);
+        if (r >= 0 && p.kind != CATALOG_REF_ID &&
+            (!streq(rec->name, p.name) || (p.kind == CATALOG_REF_VERSION && !streq(rec->version, p.version))))
+                return log_error_errno(-EBADMSG, "'%s' in the store points at %s, which is %s@%s: refusing it", key, id,
+                                       rec->name, rec->version);
+        if (r >= 0) {
+                *ret = TAKE_PTR(rec);
+                return 0;
+        }
         if (r == -ENOENT) {
                 if (p.kind == CATALOG_REF_ID)
                         return log_error_errno(r, "no image '%s' in the store '%s'", id, s->url);
@@ -958,20 +1029,22 @@ int catalog_resolve(struct store *s, const char *ref, struct catalog_record **re
  * S3 replaces objects whole, but stores that write in place (s3rver) can
  * show a half-written object for a moment: that is retried, briefly,
  * before it counts as damage. */
-static int channel_get(struct store *s, const char *key, json_t **ret)
+static int channel_get_etag(struct store *s, const char *key, json_t **ret, char **ret_etag)
 {
         for (unsigned attempt = 0;; attempt++) {
-                _cleanup_free_ char *data = NULL;
+                _cleanup_free_ char *data = NULL, *etag = NULL;
                 size_t size;
                 json_t *j;
                 int r;
 
-                r = store_get(s, key, &data, &size);
+                r = store_get_full(s, key, CATALOG_POINTER_MAX, &data, &size, ret_etag ? &etag : NULL);
                 if (r < 0)
                         return r;
                 j = json_loadb(data, size, 0, NULL);
                 if (j && json_is_object(j)) {
                         *ret = j;
+                        if (ret_etag)
+                                *ret_etag = TAKE_PTR(etag);
                         return 0;
                 }
                 json_decref(j);
@@ -981,10 +1054,27 @@ static int channel_get(struct store *s, const char *key, json_t **ret)
         }
 }
 
+static int channel_get(struct store *s, const char *key, json_t **ret)
+{
+        return channel_get_etag(s, key, ret, NULL);
+}
+
+/* Reads back a conditional write whose condition failed: when the object
+ * holds exactly what we wrote, our write did happen (its answer was lost
+ * and the retry found it done). */
+static bool holds_exactly(struct store *s, const char *key, const char *text)
+{
+        _cleanup_free_ char *data = NULL;
+        size_t size;
+
+        return store_get_full(s, key, CATALOG_POINTER_MAX, &data, &size, NULL) >= 0 && size == strlen(text) &&
+               memcmp(data, text, size) == 0;
+}
+
 int catalog_promote(struct store *s, const struct catalog_record *r, const char *channel, char **ret_winner,
                     uint64_t *ret_generation)
 {
-        _cleanup_free_ char *key = NULL;
+        _cleanup_free_ char *key = NULL, *etag = NULL, *text = NULL;
         json_t *old = NULL, *j, *now_j = NULL;
         uint64_t generation = 1;
         char when[40];
@@ -995,7 +1085,7 @@ int catalog_promote(struct store *s, const struct catalog_record *r, const char 
                 return log_error_errno(-EINVAL, "'%s' is not a channel name ([A-Za-z0-9._-])", channel);
         if (asprintf(&key, "channels/%s/%s.json", r->name, channel) < 0)
                 return log_error_errno(-ENOMEM, "out of memory");
-        k = channel_get(s, key, &old);
+        k = channel_get_etag(s, key, &old, &etag);
         if (k < 0 && k != -ENOENT)
                 return k;
         if (k >= 0) {
@@ -1004,34 +1094,73 @@ int catalog_promote(struct store *s, const struct catalog_record *r, const char 
                         generation = (uint64_t)json_integer_value(g) + 1;
                 json_decref(old);
         }
+        test_point("promote-read");
         j = json_pack("{s:s, s:s, s:s, s:o}", "image_id", r->image_id, "version", r->version, "updated",
                       catalog_format_time(catalog_now_ms(), when, sizeof(when)), "generation", json_u64(generation));
-        if (!j)
-                return log_error_errno(-ENOMEM, "out of memory");
-        k = catalog_put_json(s, key, j);
+        text = j ? catalog_json_format(j) : NULL;
         json_decref(j);
-        if (k < 0)
-                return k;
+        if (!text)
+                return log_error_errno(-ENOMEM, "out of memory");
 
-        /* a put is atomic, so a concurrent promoter's object replaces ours
-         * whole or not at all; read back which one the channel holds */
-        k = channel_get(s, key, &now_j);
-        if (k == -ENOENT)
-                return log_error_errno(k, "'%s' vanished right after it was written", key);
+        /* compare-and-swap on the generation we read: of two promotes
+         * that read the same one, exactly one writes; the other is told
+         * which image won and changes nothing */
+        k = store_put_cond(s, key, text, strlen(text), etag);
+        if (k == -EEXIST || k == -ESTALE) {
+                if (holds_exactly(s, key, text))
+                        k = 0;
+                else {
+                        k = channel_get(s, key, &now_j);
+                        if (k == -ENOENT)
+                                return log_error_errno(-ESTALE, "%s:%s was removed while it was being promoted",
+                                                       r->name, channel);
+                        if (k < 0)
+                                return k;
+                        id = json_string_value(json_object_get(now_j, "image_id"));
+                        if (!catalog_id_is_valid(id)) {
+                                json_decref(now_j);
+                                return log_error_errno(-EBADMSG, "'%s' in the store holds no valid \"image_id\"",
+                                                       key);
+                        }
+                        *ret_winner = strdup(id);
+                        if (ret_generation) {
+                                json_t *g = json_object_get(now_j, "generation");
+                                *ret_generation = json_is_integer(g) ? (uint64_t)json_integer_value(g) : 0;
+                        }
+                        json_decref(now_j);
+                        return *ret_winner ? -ESTALE : log_error_errno(-ENOMEM, "out of memory");
+                }
+        }
         if (k < 0)
                 return k;
-        id = json_string_value(json_object_get(now_j, "image_id"));
-        if (!catalog_id_is_valid(id)) {
-                json_decref(now_j);
-                return log_error_errno(-EBADMSG, "'%s' in the store holds no valid \"image_id\"", key);
-        }
-        *ret_winner = strdup(id);
-        if (ret_generation) {
-                json_t *g = json_object_get(now_j, "generation");
-                *ret_generation = json_is_integer(g) ? (uint64_t)json_integer_value(g) : generation;
-        }
-        json_decref(now_j);
+        *ret_winner = strdup(r->image_id);
+        if (ret_generation)
+                *ret_generation = generation;
         return *ret_winner ? 0 : log_error_errno(-ENOMEM, "out of memory");
+}
+
+int catalog_channel_drop(struct store *s, const char *name, const char *channel, const char *id)
+{
+        _cleanup_free_ char *key = NULL, *etag = NULL;
+        json_t *j = NULL;
+        bool ours;
+        int r;
+
+        if (asprintf(&key, "channels/%s/%s.json", name, channel) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
+        r = channel_get_etag(s, key, &j, &etag);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        ours = streq_ptr(json_string_value(json_object_get(j, "image_id")), id);
+        json_decref(j);
+        if (!ours)
+                return 0;
+        r = store_remove_cond(s, key, etag);
+        if (r == -ESTALE)
+                return 0; /* promoted elsewhere meanwhile: that promote stands */
+        return r < 0 ? r : 1;
 }
 
 int catalog_channels_of(struct store *s, const char *name, const char *id, char ***ret)
@@ -1131,20 +1260,16 @@ int catalog_gc_plan(struct store *s, int64_t now, uint64_t grace, struct catalog
 
                 if (strlen(*k) < 7 + 5 || !streq(*k + strlen(*k) - 5, ".json"))
                         continue;
-                r = store_get(s, *k, &data, &size);
+                r = record_read(s, *k, &rec);
                 if (r == -ENOENT)
                         continue;
-                if (r < 0)
-                        goto fail;
-                r = catalog_record_from_json(data, size, &rec, &error);
-                if (r < 0) {
+                if (r == -EBADMSG) {
                         /* what it needs is unknown: deleting anything could break it */
-                        r = log_error_errno(-EBADMSG,
-                                            "'%s' is not a valid image record (%s): refusing to collect "
-                                            "anything",
-                                            *k, strna(error));
+                        r = log_error_errno(r, "'%s' is not a valid image record: refusing to collect anything", *k);
                         goto fail;
                 }
+                if (r < 0)
+                        goto fail;
                 is_live = rec->state != CATALOG_STATE_DEREGISTERED;
                 if (is_live) {
                         p.n_live_records++;
@@ -1154,24 +1279,37 @@ int catalog_gc_plan(struct store *s, int64_t now, uint64_t grace, struct catalog
                         p.n_dead_records++;
 
                 data = x_free(data);
-                r = store_get(s, rec->block_list, &data, &size);
-                if (r == -ENOENT) {
-                        if (is_live && rec->state == CATALOG_STATE_AVAILABLE)
-                                log_warning("image %s has no block list '%s' in the store", rec->image_id,
-                                            rec->block_list);
-                        continue;
+                r = store_get_full(s, rec->block_list, CATALOG_OBJECT_MAX, &data, &size, NULL);
+                if (r == -ENOENT || r == -EFBIG) {
+                        if (!is_live)
+                                continue; /* its blocks are unknown; orphan sizes are estimated */
+                        /* which blocks it needs is unknown: any could be them */
+                        r = log_error_errno(-EBADMSG,
+                                            "image %s (%s) has %s block list '%s' in the store: refusing to "
+                                            "collect anything (push it again to restore it, or deregister it)",
+                                            rec->image_id, catalog_state_to_string(rec->state),
+                                            r == -ENOENT ? "no" : "an oversized", rec->block_list);
+                        goto fail;
                 }
                 if (r < 0)
                         goto fail;
                 error = x_free(error);
-                r = catalog_blocklist_from_json(data, size, &b, &error);
+                {
+                        uint8_t h[32];
+                        char hex[65];
+
+                        sha256_buffer(data, size, h);
+                        r = streq(hex_encode(h, 32, hex), rec->block_list_sha256)
+                                    ? catalog_blocklist_from_json(data, size, &b, &error)
+                                    : (error = strdup("its SHA-256 is not the one its record names"), -EBADMSG);
+                }
                 if (r < 0) {
                         if (!is_live)
-                                continue; /* its blocks are unknown; orphan sizes are estimated */
+                                continue;
                         r = log_error_errno(-EBADMSG,
-                                            "'%s' is not a valid block list (%s): refusing to collect "
+                                            "'%s' of live image %s is not a valid block list (%s): refusing to collect "
                                             "anything",
-                                            rec->block_list, strna(error));
+                                            rec->block_list, rec->image_id, strna(error));
                         goto fail;
                 }
                 for (size_t i = 0; i < b->n_blocks; i++) {
@@ -1250,4 +1388,120 @@ done:
                 free(sizes[i].key);
         free(sizes);
         return r;
+}
+
+int catalog_gc(struct store *s, uint64_t grace, bool dry_run, struct catalog_gc_plan *ret_plan,
+               struct catalog_gc_result *ret)
+{
+        _cleanup_(store_lock_releasep) struct store_lock *lock = NULL;
+        _cleanup_(catalog_gc_plan_done) struct catalog_gc_plan p = {};
+        struct catalog_gc_result res = {};
+        int64_t now;
+        size_t i = 0;
+        int r;
+
+        /* no push runs while gc plans and deletes: every push checks what
+         * the store holds, and turns its record available, under a shared
+         * lock (lock.h); a dry run deletes nothing and takes none */
+        if (!dry_run) {
+                r = store_lock_take(s, STORE_LOCK_EXCLUSIVE, "gc", &lock);
+                if (r < 0)
+                        return r;
+        }
+        now = catalog_now_ms() / 1000;
+        r = catalog_gc_plan(s, now, grace, &p);
+        if (r < 0)
+                return r;
+        if (!dry_run) {
+                test_point("gc-planned");
+                STRV_FOREACH (k, p.delete) {
+                        if (i++ % 64 == 0) {
+                                r = store_lock_refresh(lock);
+                                if (r < 0)
+                                        return r;
+                        }
+                        r = store_remove(s, *k);
+                        if (r < 0)
+                                return r;
+                        if (strncmp(*k, "blocks/", 7) == 0)
+                                res.n_blocks++;
+                        else
+                                res.n_blocklists++;
+                }
+                res.bytes = p.bytes;
+                /* what killed writers left: theirs at once when they ran
+                 * here, anyone else's once older than the grace period
+                 * (an hour at least: a slow writer may still be at it) */
+                r = store_sweep(s, now - (int64_t)(grace > 3600 ? grace : 3600), &res.n_temporaries);
+                if (r < 0)
+                        return r;
+        } else {
+                res.n_blocks = p.n_blocks;
+                res.n_blocklists = p.n_blocklists;
+                res.bytes = p.bytes;
+        }
+        *ret_plan = p;
+        p = (struct catalog_gc_plan){};
+        *ret = res;
+        return 0;
+}
+
+int catalog_claim_name(struct store *s, const struct catalog_record *rec)
+{
+        _cleanup_free_ char *key = NULL, *text = NULL;
+        json_t *j;
+        int r;
+
+        if (asprintf(&key, "names/%s/%s.json", rec->name, rec->version) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
+        j = json_pack("{s:s, s:s}", "image_id", rec->image_id, "image_digest", rec->digest);
+        text = j ? catalog_json_format(j) : NULL;
+        json_decref(j);
+        if (!text)
+                return log_error_errno(-ENOMEM, "out of memory");
+
+        /* create-exclusive: of two pushes of one version, one creates it */
+        r = store_put_cond(s, key, text, strlen(text), NULL);
+        if (r == 0) {
+                /* a server that ignores If-None-Match would let the other
+                 * push "create" it too: ask again, which must fail */
+                r = store_put_cond(s, key, text, strlen(text), NULL);
+                if (r == 0)
+                        log_warning("the store '%s' does not honour conditional writes (If-None-Match): two pushes of "
+                                    "one version at the same time cannot be told apart when they happen; the push "
+                                    "checks the name again before its record turns available",
+                                    s->url);
+                else if (r != -EEXIST)
+                        return r;
+                return 0;
+        }
+        if (r != -EEXIST)
+                return r;
+        return catalog_name_check(s, rec) < 0 ? -EEXIST : 1;
+}
+
+int catalog_name_check(struct store *s, const struct catalog_record *rec)
+{
+        _cleanup_free_ char *key = NULL;
+        json_t *j = NULL;
+        const char *id, *digest;
+        int r;
+
+        if (asprintf(&key, "names/%s/%s.json", rec->name, rec->version) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
+        r = catalog_get_json(s, key, &j);
+        if (r == -ENOENT)
+                return log_error_errno(-EIO, "'%s' vanished from the store", key);
+        if (r < 0)
+                return r;
+        id = json_string_value(json_object_get(j, "image_id"));
+        digest = json_string_value(json_object_get(j, "image_digest"));
+        if (!streq_ptr(digest, rec->digest) || !streq_ptr(id, rec->image_id)) {
+                log_error("%s@%s already exists as %s with other bytes: versions are immutable", rec->name,
+                          rec->version, strna(id));
+                json_decref(j);
+                return -EEXIST;
+        }
+        json_decref(j);
+        return 0;
 }

@@ -36,8 +36,14 @@
 #define CATALOG_TAGS_MAX 50
 #define CATALOG_TAG_KEY_MAX 128
 #define CATALOG_TAG_VALUE_MAX 256
-/* Records, block lists and pointers are small; anything bigger is not ours. */
+/* Records, block lists and pointers are small; anything bigger is not
+ * ours and is refused before it is read whole: a record carries its
+ * manifest (at most SEAL_MANIFEST_MAX, 64 MiB); names/, channels/ and
+ * locks/ objects are a few hundred bytes; a block list is ~70 bytes per
+ * MiB of image (256 MiB: a 3.5 TiB image). */
 #define CATALOG_OBJECT_MAX (UINT64_C(256) << 20)
+#define CATALOG_RECORD_MAX (UINT64_C(65) << 20)
+#define CATALOG_POINTER_MAX (UINT64_C(64) << 10)
 
 /* ---- ids ---- */
 
@@ -200,13 +206,26 @@ int catalog_record_save(struct store *s, const struct catalog_record *r);
 int catalog_resolve(struct store *s, const char *ref, struct catalog_record **ret);
 
 /* Points channels/<name>/<channel>.json at r ({image_id, version,
- * updated, generation}, generation one past the old one) with one atomic
- * put, then reads it back: *ret_winner is the id the channel holds
- * afterwards, which differs from r's when a concurrent promote wrote after
- * us (not an error: the later promote wins, as it would had it come a
- * moment later). Logs its errors. */
+ * updated, generation}, generation one past the one read) with a
+ * compare-and-swap on the object read: of two promotes that read the same
+ * generation, one writes and the other changes nothing. 0: r holds the
+ * channel, *ret_winner is r's id, *ret_generation the new generation.
+ * -ESTALE (not logged): a concurrent promote won; *ret_winner and
+ * *ret_generation say which image and generation the channel holds.
+ * Other errors logged. */
 int catalog_promote(struct store *s, const struct catalog_record *r, const char *channel, char **ret_winner,
                     uint64_t *ret_generation);
+/* Removes channels/<name>/<channel>.json when it points at id, and only if
+ * it is still the object read (a concurrent promote elsewhere stands).
+ * 1 removed, 0 left alone; errors logged. */
+int catalog_channel_drop(struct store *s, const char *name, const char *channel, const char *id);
+
+/* names/<name>/<version>.json, created exclusively for rec. 0 claimed
+ * now; 1 already rec's (a re-push); -EEXIST (logged, naming the image that
+ * has it) when another image's. */
+int catalog_claim_name(struct store *s, const struct catalog_record *rec);
+/* 0 when names/ still names rec, -EEXIST (logged) when another image. */
+int catalog_name_check(struct store *s, const struct catalog_record *rec);
 
 /* The channels of name that point at id: a new strv of channel names,
  * sorted. */
@@ -233,3 +252,17 @@ struct catalog_gc_plan {
  * is unknown then. Logs its errors. */
 int catalog_gc_plan(struct store *s, int64_t now, uint64_t grace, struct catalog_gc_plan *ret);
 void catalog_gc_plan_done(struct catalog_gc_plan *p);
+
+struct catalog_gc_result {
+        size_t n_blocks, n_blocklists;
+        size_t n_temporaries; /* leftovers of killed writers removed */
+        uint64_t bytes;
+};
+
+/* ingot gc: under the store's exclusive lock (lock.h; none for a dry
+ * run), plans and deletes what no live record needs and is older than
+ * grace seconds, then sweeps what killed writers left. Stops before
+ * deleting anything when a record, or a live record's block list, is
+ * missing or unreadable. *ret_plan is what was planned. Logs. */
+int catalog_gc(struct store *s, uint64_t grace, bool dry_run, struct catalog_gc_plan *ret_plan,
+               struct catalog_gc_result *ret);

@@ -287,6 +287,7 @@ int cmd_promote(int argc, char **argv, const struct cli_context *ctx)
         struct store_args sa = {};
         const char *channel;
         uint64_t generation = 0;
+        bool won;
         int c, r;
 
         opterr = 0;
@@ -316,10 +317,13 @@ int cmd_promote(int argc, char **argv, const struct cli_context *ctx)
                 return log_error("%s is still pending (an interrupted push?): push it again first", rec->image_id),
                        EXIT_FAILURE_RUN;
         r = catalog_promote(s, rec, channel, &winner, &generation);
-        if (r < 0)
+        if (r < 0 && r != -ESTALE)
                 return EXIT_FAILURE_RUN;
-        if (!streq(winner, rec->image_id))
-                log_warning("%s:%s was promoted to %s at the same time, which won", rec->name, channel, winner);
+        won = streq(winner, rec->image_id);
+        if (!won)
+                log_error("%s:%s was promoted to %s (generation %llu) by a concurrent promote, which won; %s was not "
+                          "promoted",
+                          rec->name, channel, winner, (unsigned long long)generation, rec->image_id);
         else
                 log_info("%s:%s -> %s (%s), generation %llu", rec->name, channel, rec->image_id, rec->version,
                          (unsigned long long)generation);
@@ -327,9 +331,10 @@ int cmd_promote(int argc, char **argv, const struct cli_context *ctx)
                 return finish_output(
                         print_json(json_pack("{s:s, s:s, s:s, s:s, s:o, s:b}", "name", rec->name, "channel", channel,
                                              "image_id", winner, "requested", rec->image_id, "generation",
-                                             json_u64(generation), "won", streq(winner, rec->image_id))));
+                                             json_u64(generation), "won", won))
+                                ?: (won ? EXIT_OK : EXIT_FAILURE_RUN));
         printf("%s\n", winner);
-        return finish_output(EXIT_OK);
+        return finish_output(won ? EXIT_OK : EXIT_FAILURE_RUN);
 }
 
 int cmd_deprecate(int argc, char **argv, const struct cli_context *ctx)
@@ -435,13 +440,11 @@ int cmd_deregister(int argc, char **argv, const struct cli_context *ctx)
         if (r < 0)
                 return EXIT_FAILURE_RUN;
         STRV_FOREACH (x, ch) {
-                _cleanup_free_ char *key = NULL;
-
-                if (asprintf(&key, "channels/%s/%s.json", rec->name, *x) < 0)
-                        return log_error_errno(-ENOMEM, "out of memory"), EXIT_FAILURE_RUN;
-                r = store_remove(s, key);
+                r = catalog_channel_drop(s, rec->name, *x, rec->image_id);
                 if (r < 0)
                         return EXIT_FAILURE_RUN;
+                if (r == 0)
+                        continue; /* promoted elsewhere since: that stands */
                 log_info("removed channel %s:%s, which pointed at %s", rec->name, *x, rec->image_id);
                 if (strv_extend(&removed, *x) < 0)
                         return log_error_errno(-ENOMEM, "out of memory"), EXIT_FAILURE_RUN;

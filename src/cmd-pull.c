@@ -130,21 +130,6 @@ int cmd_pull(int argc, char **argv, const struct cli_context *ctx)
         return finish_output(EXIT_OK);
 }
 
-static bool strv_sorted_has(char *const *l, size_t n, const char *s)
-{
-        for (size_t lo = 0, hi = n; lo < hi;) {
-                size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(l[mid], s);
-                if (c == 0)
-                        return true;
-                if (c < 0)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        return false;
-}
-
 int cmd_gc(int argc, char **argv, const struct cli_context *ctx)
 {
         static const struct option options[] = { { "dry-run", no_argument, NULL, 'n' },
@@ -153,12 +138,11 @@ int cmd_gc(int argc, char **argv, const struct cli_context *ctx)
                                                  { "insecure", no_argument, NULL, ARG_INSECURE },
                                                  {} };
         _cleanup_(store_closep) struct store *s = NULL;
-        _cleanup_(catalog_gc_plan_done) struct catalog_gc_plan p = {}, again = {};
+        _cleanup_(catalog_gc_plan_done) struct catalog_gc_plan p = {};
+        struct catalog_gc_result res = {};
         const char *store_arg = NULL;
         bool insecure = false, dry_run = false;
-        uint64_t grace = GC_GRACE_DEFAULT, bytes = 0;
-        size_t n_blocks = 0, n_lists = 0, n_again;
-        int64_t now;
+        uint64_t grace = GC_GRACE_DEFAULT;
         int c, r;
 
         opterr = 0;
@@ -190,50 +174,24 @@ int cmd_gc(int argc, char **argv, const struct cli_context *ctx)
         r = catalog_store_open(store_arg, insecure, 0, &s);
         if (r < 0)
                 return r == -EINVAL ? EXIT_USAGE : EXIT_FAILURE_RUN;
-        now = catalog_now_ms() / 1000;
-        r = catalog_gc_plan(s, now, grace, &p);
+        r = catalog_gc(s, grace, dry_run, &p, &res);
         if (r < 0)
                 return EXIT_FAILURE_RUN;
-
-        if (!dry_run && p.delete) {
-                /* a push may have written its pending record since we
-                 * read the records: plan again and delete only what both
-                 * plans agree on (the window left is the deletion itself,
-                 * which the push's final presence check covers) */
-                r = catalog_gc_plan(s, now, grace, &again);
-                if (r < 0)
-                        return EXIT_FAILURE_RUN;
-                n_again = strv_length(again.delete);
-                STRV_FOREACH (k, p.delete) {
-                        if (!strv_sorted_has(again.delete, n_again, *k))
-                                continue;
-                        r = store_remove(s, *k);
-                        if (r < 0)
-                                return EXIT_FAILURE_RUN;
-                        if (strncmp(*k, "blocks/", 7) == 0)
-                                n_blocks++;
-                        else
-                                n_lists++;
-                }
-                bytes = n_blocks == p.n_blocks ? p.bytes : again.bytes;
-        } else {
-                n_blocks = p.n_blocks;
-                n_lists = p.n_blocklists;
-                bytes = p.bytes;
-                if (dry_run && !ctx->json)
-                        STRV_FOREACH (k, p.delete)
-                                printf("would delete %s\n", *k);
-        }
+        if (dry_run && !ctx->json)
+                STRV_FOREACH (k, p.delete)
+                        printf("would delete %s\n", *k);
         log_info("gc%s: %s %zu blocks (%.1f MiB) and %zu block lists; %zu live images, %zu deregistered; "
-                 "%zu unreferenced blocks younger than %llus kept",
-                 dry_run ? " (dry run)" : "", dry_run ? "would delete" : "deleted", n_blocks, (double)bytes / 1048576.0,
-                 n_lists, p.n_live_records, p.n_dead_records, p.n_kept_young, (unsigned long long)grace);
+                 "%zu unreferenced blocks younger than %llus kept; %zu leftovers of killed writers removed",
+                 dry_run ? " (dry run)" : "", dry_run ? "would delete" : "deleted", res.n_blocks,
+                 (double)res.bytes / 1048576.0, res.n_blocklists, p.n_live_records, p.n_dead_records, p.n_kept_young,
+                 (unsigned long long)grace, res.n_temporaries);
         if (ctx->json) {
-                json_t *j = json_pack("{s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "dry_run", dry_run, "blocks_deleted",
-                                      json_u64(n_blocks), "blocklists_deleted", json_u64(n_lists), "bytes_deleted",
-                                      json_u64(bytes), "live_images", json_u64(p.n_live_records), "deregistered_images",
-                                      json_u64(p.n_dead_records), "kept_young", json_u64(p.n_kept_young), "keys",
-                                      json_strv(p.delete));
+                json_t *j = json_pack("{s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "dry_run", dry_run,
+                                      "blocks_deleted", json_u64(res.n_blocks), "blocklists_deleted",
+                                      json_u64(res.n_blocklists), "bytes_deleted", json_u64(res.bytes), "live_images",
+                                      json_u64(p.n_live_records), "deregistered_images", json_u64(p.n_dead_records),
+                                      "kept_young", json_u64(p.n_kept_young), "temporaries_removed",
+                                      json_u64(res.n_temporaries), "keys", json_strv(p.delete));
                 return finish_output(print_json(j));
         }
         return finish_output(EXIT_OK);

@@ -32,6 +32,8 @@
 #include "shared/log.h"
 #include "shared/parse-util.h"
 #include "shared/strv.h"
+#include "lock.h"
+#include "shared/proc-util.h"
 #include "sign.h"
 #include "spec.h"
 #include "store.h"
@@ -196,8 +198,8 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t off)
 
 /* Sends the blocks of l not present, in batches read with pread. Every
  * block is re-hashed as it is read: the image may not change under us. */
-static int send_missing(struct store *s, int fd, const char *image, struct push_block *l, size_t n, unsigned jobs,
-                        struct progress *p, struct push_stats *st)
+static int send_missing(struct store *s, struct store_lock *lock, int fd, const char *image, struct push_block *l,
+                        size_t n, unsigned jobs, struct progress *p, struct push_stats *st)
 {
         size_t batch = jobs * 2 > PUSH_BATCH_MIN ? jobs * 2 : PUSH_BATCH_MIN;
         _cleanup_free_ struct store_item *items = calloc(batch, sizeof(*items));
@@ -237,6 +239,9 @@ static int send_missing(struct store *s, int fd, const char *image, struct push_
                 }
                 if (m == 0)
                         break;
+                r = store_lock_refresh(lock);
+                if (r < 0)
+                        goto out;
                 r = store_put_many(s, items, m, on_progress, p);
                 for (size_t k = 0; k < m; k++) {
                         if (items[k].result == 0) {
@@ -381,49 +386,6 @@ static void log_summary(const struct catalog_record *rec, const struct push_stat
                  st->seconds > 0 ? (double)st->bytes_sent / 1048576.0 / st->seconds : 0.0);
 }
 
-/* The names/ entry: absent (written now), ours, or another image's. */
-static int claim_name(struct store *s, const struct catalog_record *rec, bool *ret_existed)
-{
-        _cleanup_free_ char *key = NULL;
-        json_t *j = NULL;
-        int r;
-
-        if (asprintf(&key, "names/%s/%s.json", rec->name, rec->version) < 0)
-                return log_error_errno(-ENOMEM, "out of memory");
-        for (int attempt = 0;; attempt++) {
-                const char *id, *digest;
-
-                r = catalog_get_json(s, key, &j);
-                if (r < 0 && r != -ENOENT)
-                        return r;
-                if (r == -ENOENT) {
-                        if (attempt > 0)
-                                return log_error_errno(-EIO, "'%s' vanished right after it was written", key);
-                        j = json_pack("{s:s, s:s}", "image_id", rec->image_id, "image_digest", rec->digest);
-                        r = j ? catalog_put_json(s, key, j) : log_error_errno(-ENOMEM, "out of memory");
-                        j = (json_decref(j), NULL);
-                        if (r < 0)
-                                return r;
-                        *ret_existed = false;
-                        /* read it back: a concurrent push of other bytes
-                         * under the same version may have won */
-                        continue;
-                }
-                id = json_string_value(json_object_get(j, "image_id"));
-                digest = json_string_value(json_object_get(j, "image_digest"));
-                if (!streq_ptr(digest, rec->digest)) {
-                        log_error("%s@%s already exists as %s with other bytes: versions are immutable", rec->name,
-                                  rec->version, strna(id));
-                        json_decref(j);
-                        return -EEXIST;
-                }
-                json_decref(j);
-                if (attempt == 0)
-                        *ret_existed = true;
-                return 0;
-        }
-}
-
 int cmd_push(int argc, char **argv, const struct cli_context *ctx)
 {
         enum { ARG_MANIFEST = 0x100, ARG_CHANNEL, ARG_TAG, ARG_DESCRIPTION, ARG_STORE, ARG_INSECURE, ARG_JOBS };
@@ -441,6 +403,7 @@ int cmd_push(int argc, char **argv, const struct cli_context *ctx)
         _cleanup_(catalog_blocklist_freep) struct catalog_blocklist *bl = NULL;
         _cleanup_(catalog_record_freep) struct catalog_record *rec = NULL, *old = NULL;
         _cleanup_(store_closep) struct store *s = NULL;
+        _cleanup_(store_lock_releasep) struct store_lock *lock = NULL;
         _cleanup_strv_free_ char **tags = NULL;
         _cleanup_free_ struct push_block *blocks = NULL;
         _cleanup_close_ int fd = -1;
@@ -634,10 +597,19 @@ int cmd_push(int argc, char **argv, const struct cli_context *ctx)
         if (r < 0)
                 return r == -EINVAL ? EXIT_USAGE : EXIT_FAILURE_RUN;
 
-        /* versions are immutable: the same bytes again are a no-op */
-        r = claim_name(s, rec, &existed);
+        /* gc deletes nothing while we hold this (lock.h): what we find
+         * stored stays stored until the record that names it is written */
+        r = store_lock_take(s, STORE_LOCK_SHARED, "push", &lock);
         if (r < 0)
                 return EXIT_FAILURE_RUN;
+        test_point("push-locked");
+
+        /* versions are immutable: the same bytes again are a no-op */
+        r = catalog_claim_name(s, rec);
+        if (r < 0)
+                return EXIT_FAILURE_RUN;
+        existed = r > 0;
+        test_point("push-claimed");
         r = existed ? catalog_record_load(s, rec->image_id, &old) : -ENOENT;
         if (r < 0 && r != -ENOENT)
                 return EXIT_FAILURE_RUN;
@@ -650,9 +622,10 @@ int cmd_push(int argc, char **argv, const struct cli_context *ctx)
                 for (size_t i = 0; i < n_blocks; i++)
                         st.bytes_skipped += blocks[i].bytes;
                 log_info("%s@%s is already available as %s: nothing sent", rec->name, rec->version, rec->image_id);
+                lock = store_lock_release(lock);
                 if (channel) {
                         r = catalog_promote(s, old, channel, &winner, NULL);
-                        if (r < 0)
+                        if (r < 0 && r != -ESTALE)
                                 return EXIT_FAILURE_RUN;
                 }
                 clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -674,6 +647,7 @@ int cmd_push(int argc, char **argv, const struct cli_context *ctx)
         r = catalog_record_save(s, rec);
         if (r < 0)
                 return EXIT_FAILURE_RUN;
+        test_point("push-pending");
 
         r = check_present(s, blocks, n_blocks);
         if (r < 0)
@@ -687,7 +661,7 @@ int cmd_push(int argc, char **argv, const struct cli_context *ctx)
         prog.skipped = st.already_stored;
         clock_gettime(CLOCK_MONOTONIC, &prog.start);
         prog.last = (struct timespec){};
-        r = send_missing(s, fd, image, blocks, n_blocks, jobs ?: 8, &prog, &st);
+        r = send_missing(s, lock, fd, image, blocks, n_blocks, jobs ?: 8, &prog, &st);
         if (r < 0) {
                 if (prog.tty)
                         fputc('\n', stderr);
@@ -707,19 +681,29 @@ int cmd_push(int argc, char **argv, const struct cli_context *ctx)
                 if (!blocks[i].present) {
                         log_warning("block %s vanished from the store during the push; sending it again",
                                     blocks[i].key);
-                        r = send_missing(s, fd, image, blocks, n_blocks, jobs ?: 8, &prog, &st);
+                        r = send_missing(s, lock, fd, image, blocks, n_blocks, jobs ?: 8, &prog, &st);
                         if (r < 0)
                                 return EXIT_FAILURE_RUN;
                         break;
                 }
 
+        /* the name is still ours (a store that ignores conditional
+         * writes could have let another push take it), and the lock too */
+        r = catalog_name_check(s, rec);
+        if (r < 0)
+                return EXIT_FAILURE_RUN;
+        r = store_lock_refresh(lock);
+        if (r < 0)
+                return EXIT_FAILURE_RUN;
+        test_point("push-checked");
         rec->state = CATALOG_STATE_AVAILABLE;
         r = catalog_record_save(s, rec);
         if (r < 0)
                 return EXIT_FAILURE_RUN;
+        lock = store_lock_release(lock);
         if (channel) {
                 r = catalog_promote(s, rec, channel, &winner, NULL);
-                if (r < 0)
+                if (r < 0 && r != -ESTALE)
                         return EXIT_FAILURE_RUN;
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);

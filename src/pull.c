@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "shared/fileio.h"
 #include "shared/id128.h"
 #include "shared/log.h"
+#include "shared/proc-util.h"
 #include "sign.h"
 #include "store.h"
 
@@ -89,7 +91,7 @@ static int load_blocklist(struct store *s, const struct catalog_record *rec, str
         size_t size;
         int r;
 
-        r = store_get(s, rec->block_list, &data, &size);
+        r = store_get_full(s, rec->block_list, CATALOG_OBJECT_MAX, &data, &size, NULL);
         if (r == -ENOENT)
                 return log_error_errno(r, "%s: its block list '%s' is missing from the store", rec->image_id,
                                        rec->block_list);
@@ -166,7 +168,7 @@ static int fetch_blocks(struct store *s, const struct catalog_blocklist *b, int 
         return 0;
 }
 
-static int verify_pulled(const char *path, const char *manifest_text, const char *id)
+static int verify_pulled(const char *path, const char *manifest_text, const char *id, bool quiet)
 {
         _cleanup_(seal_manifest_freep) struct seal_manifest *m = NULL;
         _cleanup_(seal_digest_freep) struct seal_digest *actual = NULL;
@@ -183,15 +185,105 @@ static int verify_pulled(const char *path, const char *manifest_text, const char
         if (r < 0)
                 return log_error_errno(r, "cannot read '%s': %m", path);
         if (memcmp(actual->digest, m->digest->digest, 32) != 0)
-                return log_error_errno(-EBADMSG, "%s: the pulled image does not match its manifest's digest", id);
+                return quiet ? -EBADMSG
+                             : log_error_errno(-EBADMSG, "%s: the pulled image does not match its manifest's digest",
+                                               id);
         return 0;
+}
+
+/* The cache's proof that ID.raw was verified: the record's digest and
+ * the file's identity and times when it was. Any write to the file
+ * changes its mtime and ctime (which no one but the kernel sets), so a
+ * stamp that matches is proof the bytes are still those verified; one
+ * that does not means verify again. */
+#define STAMP_FORMAT "ingot-verified-1"
+
+static char *stamp_path(const char *path)
+{
+        char *p;
+
+        return asprintf(&p, "%s.verified", path) < 0 ? NULL : p;
+}
+
+static int stamp_line(const char *path, const char *digest, char **ret)
+{
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return -errno;
+        if (asprintf(ret, "%s %s %llu %llu %llu %lld.%09ld %lld.%09ld\n", STAMP_FORMAT, digest,
+                     (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
+                     (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec,
+                     st.st_ctim.tv_nsec) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static bool stamp_valid(const char *path, const char *digest)
+{
+        _cleanup_free_ char *sp = stamp_path(path), *want = NULL;
+
+        return sp && stamp_line(path, digest, &want) >= 0 && file_equals(sp, want, strlen(want));
+}
+
+/* Partials are PATH's directory/.BASE.partial-PID.N: one per pull, so two
+ * pulls of one image never write one file; those of pulls that are gone
+ * are removed by the next pull into the directory. */
+static int partial_create(const char *path, char **ret_partial, int *ret_fd)
+{
+        static unsigned counter;
+        _cleanup_free_ char *dir = NULL;
+        const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+        _cleanup_free_ char *prefix = NULL;
+        DIR *d;
+        struct dirent *de;
+
+        dir = slash ? strndup(path, (size_t)(slash - path) ?: 1) : strdup(".");
+        if (!dir || asprintf(&prefix, ".%s.partial-", base) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
+        d = opendir(dir);
+        if (d) {
+                while ((de = readdir(d))) {
+                        _cleanup_free_ char *old = NULL;
+                        long pid;
+
+                        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+                                continue;
+                        pid = strtol(de->d_name + strlen(prefix), NULL, 10);
+                        if (pid <= 0 || pid_is_alive((pid_t)pid))
+                                continue;
+                        if (asprintf(&old, "%s/%s", dir, de->d_name) >= 0 && unlink(old) == 0)
+                                log_debug("removed '%s', left by an interrupted pull", old);
+                }
+                closedir(d);
+        }
+        for (unsigned attempt = 0;; attempt++) {
+                char *p;
+                int fd;
+
+                if (asprintf(&p, "%s/%s%ld.%u", dir, prefix, (long)getpid(), counter++) < 0)
+                        return log_error_errno(-ENOMEM, "out of memory");
+                fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+                if (fd >= 0) {
+                        *ret_partial = p;
+                        *ret_fd = fd;
+                        return 0;
+                }
+                if (errno != EEXIST || attempt > 100) {
+                        int r = log_error_errno(-errno, "cannot create '%s': %m", p);
+                        free(p);
+                        return r;
+                }
+                free(p);
+        }
 }
 
 int image_pull(struct store *s, const struct catalog_record *rec, const char *out, char **ret_path,
                char **ret_manifest, char **ret_sig_path, struct image_pull_stats *ret_stats)
 {
         _cleanup_(catalog_blocklist_freep) struct catalog_blocklist *bl = NULL;
-        _cleanup_free_ char *path = NULL, *manifest = NULL, *sig_path = NULL, *partial = NULL, *mtext = NULL;
+        _cleanup_free_ char *path = NULL, *manifest = NULL, *sig_path = NULL, *partial = NULL, *mtext = NULL,
+                            *stamp = NULL, *line = NULL;
         _cleanup_close_ int fd = -1;
         bool cached = false, sig_ok;
         uint64_t bytes = 0;
@@ -222,8 +314,8 @@ int image_pull(struct store *s, const struct catalog_record *rec, const char *ou
                         return r;
         }
         manifest = path ? manifest_beside(path) : NULL;
-        if (!path || !manifest || asprintf(&sig_path, "%s%s", manifest, SIGN_SIG_SUFFIX) < 0 ||
-            asprintf(&partial, "%s.partial", path) < 0)
+        stamp = path ? stamp_path(path) : NULL;
+        if (!path || !manifest || !stamp || asprintf(&sig_path, "%s%s", manifest, SIGN_SIG_SUFFIX) < 0)
                 return log_error_errno(-ENOMEM, "out of memory");
 
         /* the manifest's exact bytes, as the build wrote them: the
@@ -237,17 +329,30 @@ int image_pull(struct store *s, const struct catalog_record *rec, const char *ou
                 log_warning("%s: the manifest was not written by ingot's formatter; its signature is left out",
                             rec->image_id);
 
-        /* a finished pull is renamed into place only once verified */
+        /* What is there already is used only when proven: the cache by a
+         * stamp the file's last change would have broken, -o PATH by
+         * verifying it again (size and manifest alone prove nothing) */
         if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == rec->size &&
-            file_equals(manifest, mtext, strlen(mtext)))
-                cached = true;
-        else {
+            file_equals(manifest, mtext, strlen(mtext))) {
+                if (!out)
+                        cached = stamp_valid(path, rec->digest);
+                if (!cached) {
+                        log_debug("'%s' is there: verifying it against the manifest", path);
+                        cached = verify_pulled(path, mtext, rec->image_id, true) >= 0;
+                        if (cached && !out && (stamp_line(path, rec->digest, &line) < 0 ||
+                                               write_file_atomic(stamp, line, strlen(line), 0644) < 0))
+                                log_debug("cannot write '%s'", stamp);
+                        if (!cached)
+                                log_info("'%s' does not match its manifest: pulling it again", path);
+                }
+        }
+        if (!cached) {
                 r = load_blocklist(s, rec, &bl);
                 if (r < 0)
                         return r;
-                fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-                if (fd < 0)
-                        return log_error_errno(-errno, "cannot create '%s': %m", partial);
+                r = partial_create(path, &partial, &fd);
+                if (r < 0)
+                        return r;
                 if (ftruncate(fd, (off_t)rec->size) < 0) {
                         r = log_error_errno(-errno, "cannot size '%s': %m", partial);
                         goto fail;
@@ -260,7 +365,18 @@ int image_pull(struct store *s, const struct catalog_record *rec, const char *ou
                         goto fail;
                 }
                 fd = (close(fd), -1);
+                r = verify_pulled(partial, mtext, rec->image_id, false);
+                if (r < 0)
+                        goto fail;
+                test_point("pull-verified");
 
+                /* from here on no state may look finished and be wrong:
+                 * the old image (or stamp) goes before the new manifest
+                 * comes, and the new image gets its name last */
+                if (unlink(out ? path : stamp) < 0 && errno != ENOENT) {
+                        r = log_error_errno(-errno, "cannot remove the old '%s': %m", out ? path : stamp);
+                        goto fail;
+                }
                 r = write_file_atomic(manifest, mtext, strlen(mtext), 0644);
                 if (r < 0) {
                         log_error_errno(r, "cannot write '%s': %m", manifest);
@@ -274,12 +390,16 @@ int image_pull(struct store *s, const struct catalog_record *rec, const char *ou
                         log_error_errno(r, "cannot write '%s': %m", sig_path);
                         goto fail;
                 }
-                r = verify_pulled(partial, mtext, rec->image_id);
-                if (r < 0)
-                        goto fail;
                 if (rename(partial, path) < 0) {
                         r = log_error_errno(-errno, "cannot rename '%s' to '%s': %m", partial, path);
                         goto fail;
+                }
+                if (!out) {
+                        r = stamp_line(path, rec->digest, &line);
+                        if (r >= 0)
+                                r = write_file_atomic(stamp, line, strlen(line), 0644);
+                        if (r < 0)
+                                return log_error_errno(r, "cannot write '%s': %m", stamp);
                 }
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);

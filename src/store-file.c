@@ -12,11 +12,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "shared/fileio.h"
+#include "shared/id128.h"
 #include "shared/log.h"
+#include "shared/proc-util.h"
 #include "shared/strv.h"
 #include "store-internal.h"
 #include "store.h"
@@ -130,12 +133,29 @@ static int write_all(int fd, const void *data, size_t size)
         return 0;
 }
 
-static int file_put(struct store *st, const char *key, const void *data, size_t size)
+/* This host's boot id, shortened: temporaries are named KEY~BOOT.PID.N so
+ * that sweep can tell a writer of this boot (alive or not, by its pid)
+ * from one of another host or boot (judged by age alone). */
+static const char *boot_tag(void)
+{
+        static char tag[9];
+        char id[37];
+
+        if (!tag[0]) {
+                if (boot_id_get(id) < 0)
+                        snprintf(tag, sizeof(tag), "00000000");
+                else
+                        snprintf(tag, sizeof(tag), "%.8s", id);
+        }
+        return tag;
+}
+
+/* Writes data to a new temporary beside key, synced; *ret_tmp is its name. */
+static int write_temp(struct file_store *s, const char *key, const void *data, size_t size, char **ret_tmp)
 {
         static atomic_uint counter;
-        struct file_store *s = FS(st);
         _cleanup_free_ char *tmp = NULL;
-        _cleanup_close_ int fd = -1, parent = -1;
+        _cleanup_close_ int fd = -1;
         int r;
 
         r = make_parents(s, key);
@@ -145,7 +165,8 @@ static int file_put(struct store *st, const char *key, const void *data, size_t 
         for (unsigned attempt = 0;; attempt++) {
                 /* pid and counter keep concurrent writers apart; O_EXCL
                  * steps over what a killed writer with our pid left */
-                if (asprintf(&tmp, "%s~%ld.%u", key, (long)getpid(), atomic_fetch_add(&counter, 1)) < 0) {
+                if (asprintf(&tmp, "%s~%s.%ld.%u", key, boot_tag(), (long)getpid(), atomic_fetch_add(&counter, 1)) <
+                    0) {
                         tmp = NULL;
                         return log_error_errno(-ENOMEM, "out of memory");
                 }
@@ -162,20 +183,43 @@ static int file_put(struct store *st, const char *key, const void *data, size_t 
                 r = -errno;
         if (r >= 0 && close(TAKE_FD(fd)) < 0)
                 r = -errno;
-        if (r >= 0 && renameat(s->dir_fd, tmp, s->dir_fd, key) < 0)
-                r = -errno;
         if (r < 0) {
                 (void)unlinkat(s->dir_fd, tmp, 0);
                 return log_error_errno(r, "cannot write '%s' in '%s': %m", key, s->dir);
         }
-        /* the rename is durable once the directory is */
-        parent = open_parent(s, key);
+        *ret_tmp = TAKE_PTR(tmp);
+        return 0;
+}
+
+/* A rename or link is durable once the directory is. */
+static int sync_parent(struct file_store *s, const char *key)
+{
+        _cleanup_close_ int parent = open_parent(s, key);
+
         if (parent < 0 || fsync(parent) < 0)
                 return log_error_errno(-errno, "cannot sync the directory of '%s' in '%s': %m", key, s->dir);
         return 0;
 }
 
-static int file_get(struct store *st, const char *key, char **ret_data, size_t *ret_size)
+static int file_put(struct store *st, const char *key, const void *data, size_t size)
+{
+        struct file_store *s = FS(st);
+        _cleanup_free_ char *tmp = NULL;
+        int r;
+
+        r = write_temp(s, key, data, size, &tmp);
+        if (r < 0)
+                return r;
+        if (renameat(s->dir_fd, tmp, s->dir_fd, key) < 0) {
+                r = -errno;
+                (void)unlinkat(s->dir_fd, tmp, 0);
+                return log_error_errno(r, "cannot write '%s' in '%s': %m", key, s->dir);
+        }
+        return sync_parent(s, key);
+}
+
+static int file_get(struct store *st, const char *key, uint64_t max, char **ret_data, size_t *ret_size,
+                    char **ret_etag)
 {
         struct file_store *s = FS(st);
         _cleanup_close_ int fd = -1;
@@ -193,6 +237,8 @@ static int file_get(struct store *st, const char *key, char **ret_data, size_t *
                 return log_error_errno(-errno, "cannot stat '%s' in '%s': %m", key, s->dir);
         if (!S_ISREG(sb.st_mode)) /* a directory is a prefix, not an object */
                 return -ENOENT;
+        if ((uint64_t)sb.st_size > max)
+                return -EFBIG;
 
         /* the size is known (objects are replaced, never changed in
          * place), but read to EOF anyway; +1 keeps room for the NUL */
@@ -204,8 +250,11 @@ static int file_get(struct store *st, const char *key, char **ret_data, size_t *
                 ssize_t n;
 
                 if (size + 1 >= alloc) {
-                        char *m = realloc(buf, alloc * 2);
+                        char *m;
 
+                        if (size >= max)
+                                return -EFBIG;
+                        m = realloc(buf, alloc * 2);
                         if (!m)
                                 return log_error_errno(-ENOMEM, "out of memory");
                         buf = m;
@@ -221,10 +270,75 @@ static int file_get(struct store *st, const char *key, char **ret_data, size_t *
                         break;
                 size += (size_t)n;
         }
+        if (size > max)
+                return -EFBIG;
         buf[size] = '\0';
+        if (ret_etag) {
+                /* the content's SHA-256: what put_cond compares */
+                uint8_t h[32];
+                char hex[65];
+
+                sha256_buffer(buf, size, h);
+                *ret_etag = strdup(hex_encode(h, 32, hex));
+                if (!*ret_etag)
+                        return log_error_errno(-ENOMEM, "out of memory");
+        }
         *ret_data = TAKE_PTR(buf);
         *ret_size = size;
         return 0;
+}
+
+/* Creates key only when absent: link() fails with EEXIST where a rename
+ * would replace. Replaces or removes it only when its content still has
+ * the SHA-256 etag, under an exclusive flock on KEY~lock that every
+ * conditional writer of key takes (plain puts do not touch the objects
+ * that are written this way: channels). */
+static int file_put_cond(struct store *st, const char *key, const void *data, size_t size, const char *etag)
+{
+        struct file_store *s = FS(st);
+        _cleanup_free_ char *tmp = NULL, *lock = NULL, *cur = NULL, *cur_etag = NULL;
+        _cleanup_close_ int lock_fd = -1;
+        size_t cur_size;
+        int r;
+
+        if (!etag) {
+                r = write_temp(s, key, data, size, &tmp);
+                if (r < 0)
+                        return r;
+                r = linkat(s->dir_fd, tmp, s->dir_fd, key, 0) < 0 ? -errno : 0;
+                (void)unlinkat(s->dir_fd, tmp, 0);
+                if (r == -EEXIST)
+                        return r;
+                if (r < 0)
+                        return log_error_errno(r, "cannot create '%s' in '%s': %m", key, s->dir);
+                return sync_parent(s, key);
+        }
+
+        r = make_parents(s, key);
+        if (r < 0)
+                return log_error_errno(r, "cannot create the directories of '%s' in '%s': %m", key, s->dir);
+        if (asprintf(&lock, "%s~lock", key) < 0)
+                return log_error_errno(-ENOMEM, "out of memory");
+        lock_fd = openat(s->dir_fd, lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+        if (lock_fd < 0)
+                return log_error_errno(-errno, "cannot open '%s' in '%s': %m", lock, s->dir);
+        while (flock(lock_fd, LOCK_EX) < 0)
+                if (errno != EINTR)
+                        return log_error_errno(-errno, "cannot lock '%s' in '%s': %m", lock, s->dir);
+
+        r = file_get(st, key, UINT64_MAX, &cur, &cur_size, &cur_etag);
+        if (r == -ENOENT)
+                return -ESTALE;
+        if (r < 0)
+                return r;
+        if (!streq(cur_etag, etag))
+                return -ESTALE;
+        if (!data) {
+                if (unlinkat(s->dir_fd, key, 0) < 0)
+                        return log_error_errno(-errno, "cannot remove '%s' from '%s': %m", key, s->dir);
+                return sync_parent(s, key);
+        }
+        return file_put(st, key, data, size);
 }
 
 static int file_exists(struct store *st, const char *key)
@@ -378,12 +492,87 @@ static int file_list(struct store *st, const char *prefix, char ***ret_keys, int
         return 0;
 }
 
+/* Is the temporary name (the part after '~') a leftover? Ours (this
+ * boot) when its writer is gone; another host's or boot's when older than
+ * older_than. */
+static bool temp_is_stale(const char *tail, int64_t mtime, int64_t older_than)
+{
+        char boot[9];
+        long pid;
+        unsigned n;
+        int end = 0;
+
+        if (streq(tail, "lock"))
+                return false; /* put_cond's lock: tiny, and a holder may wait on it */
+        if (sscanf(tail, "%8[0-9a-f].%ld.%u%n", boot, &pid, &n, &end) == 3 && tail[end] == '\0' &&
+            streq(boot, boot_tag()))
+                return !pid_is_alive((pid_t)pid) || mtime < older_than;
+        return mtime < older_than;
+}
+
+static int sweep_dir(struct file_store *s, const char *rel, int64_t older_than, size_t *removed)
+{
+        _cleanup_close_ int fd = -1;
+        DIR *d;
+        struct dirent *de;
+        int r = 0;
+
+        fd = openat(s->dir_fd, *rel ? rel : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+        d = fdopendir(fd);
+        if (!d)
+                return -errno;
+        TAKE_FD(fd);
+        while (r >= 0 && (errno = 0, de = readdir(d))) {
+                _cleanup_free_ char *path = NULL;
+                const char *tilde;
+                struct stat sb;
+
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                if (asprintf(&path, "%s%s%s", rel, *rel ? "/" : "", de->d_name) < 0) {
+                        path = NULL;
+                        r = -ENOMEM;
+                        break;
+                }
+                if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue; /* removed meanwhile */
+                tilde = strchr(de->d_name, '~');
+                if (S_ISDIR(sb.st_mode) && !tilde)
+                        r = sweep_dir(s, path, older_than, removed);
+                else if (S_ISREG(sb.st_mode) && tilde && temp_is_stale(tilde + 1, (int64_t)sb.st_mtim.tv_sec, older_than)) {
+                        if (unlinkat(dirfd(d), de->d_name, 0) == 0) {
+                                log_debug("removed '%s' from '%s', left by a killed writer", path, s->dir);
+                                (*removed)++;
+                        } else if (errno != ENOENT)
+                                r = -errno;
+                }
+        }
+        if (r >= 0 && errno != 0)
+                r = -errno;
+        closedir(d);
+        return r;
+}
+
+static int file_sweep(struct store *st, int64_t older_than, size_t *ret_removed)
+{
+        struct file_store *s = FS(st);
+        int r = sweep_dir(s, "", older_than, ret_removed);
+
+        if (r < 0)
+                return log_error_errno(r, "cannot sweep temporaries in '%s': %m", s->dir);
+        return 0;
+}
+
 const struct store_ops store_file_ops = {
         .scheme = "file",
         .open = file_open,
         .close = file_close,
         .get = file_get,
         .put = file_put,
+        .put_cond = file_put_cond,
+        .sweep = file_sweep,
         .exists = file_exists,
         .remove = file_remove,
         .list = file_list,

@@ -918,6 +918,11 @@ struct s3_request {
         char reason[384];     /* what that means, said before it */
         int result;           /* when REQ_DONE: 0, 1 (HEAD: present) or -errno */
         bool quiet_enoent;    /* GET: absent is an answer, not an error */
+        const char *cond;     /* PUT/DELETE: "If-None-Match: *" or "If-Match: ETAG" (a header line) */
+        uint64_t max;         /* GET: the largest body accepted; 0 = no limit */
+        bool too_big;         /* the body went past max */
+        char *etag;           /* the response's ETag, when asked (want_etag) */
+        bool want_etag;
 };
 
 static void request_done(struct s3_request *q)
@@ -926,6 +931,27 @@ static void request_done(struct s3_request *q)
         free(q->query);
         curl_slist_free_all(q->headers);
         free(q->data);
+        free(q->etag);
+}
+
+/* Keeps the ETag header of a response (of the last attempt). */
+static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
+{
+        struct s3_request *q = userdata;
+        size_t n = size * nitems, k = strlen("etag:");
+
+        if (n > k && strncasecmp(buf, "etag:", k) == 0) {
+                const char *v = buf + k;
+                size_t len = n - k;
+
+                while (len > 0 && (*v == ' ' || *v == '\t'))
+                        v++, len--;
+                while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' '))
+                        len--;
+                free(q->etag);
+                q->etag = strndup(v, len);
+        }
+        return n;
 }
 
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -935,6 +961,10 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 
         if (q->method != S3_GET && q->size + n > S3_SMALL_BODY_MAX)
                 return 0; /* CURLE_WRITE_ERROR */
+        if (q->max > 0 && q->size + n > q->max) {
+                q->too_big = true;
+                return 0;
+        }
         if (q->size + n + 1 > q->alloc) {
                 size_t a = q->alloc ? q->alloc : 16384;
                 curl_off_t cl = -1;
@@ -1033,6 +1063,8 @@ static int request_prepare(struct s3_store *s, struct s3_request *q)
         q->headers = l;
         if (s->token_header && !curl_slist_append(q->headers, s->token_header))
                 return -ENOMEM;
+        if (q->cond && !curl_slist_append(q->headers, q->cond))
+                return -ENOMEM;
         return 0;
 }
 
@@ -1082,6 +1114,10 @@ static int easy_setup(struct s3_store *s, struct s3_request *q, CURL *e)
         SETOPT(e, CURLOPT_SSL_VERIFYHOST, s->insecure ? 0L : 2L);
         SETOPT(e, CURLOPT_WRITEFUNCTION, write_cb);
         SETOPT(e, CURLOPT_WRITEDATA, q);
+        if (q->want_etag) {
+                SETOPT(e, CURLOPT_HEADERFUNCTION, header_cb);
+                SETOPT(e, CURLOPT_HEADERDATA, q);
+        }
 
         switch (q->method) {
         case S3_GET:
@@ -1185,6 +1221,12 @@ static void request_finish_attempt(struct s3_store *s, struct s3_request *q, CUR
         *ret_log = 0;
         q->attempts++;
         q->reason[0] = '\0';
+        if (q->too_big) {
+                q->result = -EFBIG;
+                snprintf(q->last_error, sizeof(q->last_error), "larger than %llu bytes",
+                         (unsigned long long)q->max);
+                return;
+        }
         if (cres == CURLE_OK)
                 curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 300 && q->size > 0) {
@@ -1206,7 +1248,16 @@ static void request_finish_attempt(struct s3_store *s, struct s3_request *q, CUR
                 }
         }
 
+        /* a condition that does not hold is an answer too; a conflict
+         * with a concurrent conditional write (S3's 409
+         * ConditionalRequestConflict) is worth another try */
+        if (cres == CURLE_OK && q->cond && status == 412) {
+                q->result = q->method == S3_PUT && strncmp(q->cond, "If-None-Match", 13) == 0 ? -EEXIST : -ESTALE;
+                return;
+        }
         v = s3_classify(cres, status, code);
+        if (cres == CURLE_OK && q->cond && status == 409)
+                v = S3_VERDICT_TRANSIENT;
         if (v == S3_VERDICT_OK) {
                 q->result = q->method == S3_HEAD ? 1 : 0;
                 return;
@@ -1429,12 +1480,19 @@ static int run_one(struct s3_store *s, struct s3_request *q)
 
 /* ---- operations -------------------------------------------------------- */
 
-static int s3_get(struct store *st, const char *key, char **ret_data, size_t *ret_size)
+static int s3_get(struct store *st, const char *key, uint64_t max, char **ret_data, size_t *ret_size,
+                  char **ret_etag)
 {
-        struct s3_request q = { .method = S3_GET, .key = key, .quiet_enoent = true };
+        struct s3_request q = { .method = S3_GET,
+                                .key = key,
+                                .quiet_enoent = true,
+                                .max = max == UINT64_MAX ? 0 : max,
+                                .want_etag = !!ret_etag };
         int r;
 
         r = run_one(S3(st), &q);
+        if (r >= 0 && ret_etag && !q.etag)
+                r = log_error_errno(-EBADMSG, "s3 GET '%s' in '%s': the answer has no ETag", key, st->url);
         if (r >= 0) {
                 if (!q.data) {
                         q.data = malloc(1);
@@ -1446,6 +1504,8 @@ static int s3_get(struct store *st, const char *key, char **ret_data, size_t *re
                 }
                 *ret_data = TAKE_PTR(q.data);
                 *ret_size = q.size;
+                if (ret_etag)
+                        *ret_etag = TAKE_PTR(q.etag);
         }
         request_done(&q);
         return r;
@@ -1456,6 +1516,24 @@ static int s3_put(struct store *st, const char *key, const void *data, size_t si
         struct s3_request q = { .method = S3_PUT, .key = key, .body = data, .body_size = size };
         int r = run_one(S3(st), &q);
 
+        request_done(&q);
+        return r;
+}
+
+/* S3's conditional writes (2024): PUT with If-None-Match: * creates only
+ * when absent, PUT or DELETE with If-Match only when the ETag holds; a
+ * failed condition is 412 PreconditionFailed. */
+static int s3_put_cond(struct store *st, const char *key, const void *data, size_t size, const char *etag)
+{
+        _cleanup_free_ char *cond = NULL;
+        struct s3_request q = { .key = key, .body = data, .body_size = size };
+        int r;
+
+        if (etag ? asprintf(&cond, "If-Match: %s", etag) < 0 : !(cond = strdup("If-None-Match: *")))
+                return log_error_errno(-ENOMEM, "out of memory");
+        q.method = data ? S3_PUT : S3_DELETE;
+        q.cond = cond;
+        r = run_one(S3(st), &q);
         request_done(&q);
         return r;
 }
@@ -1678,6 +1756,7 @@ const struct store_ops store_s3_ops = {
         .open = s3_open,
         .close = s3_close,
         .get = s3_get,
+        .put_cond = s3_put_cond,
         .put = s3_put,
         .exists = s3_exists,
         .remove = s3_remove,

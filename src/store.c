@@ -183,7 +183,48 @@ int store_get(struct store *s, const char *key, char **ret_data, size_t *ret_siz
 {
         int r = check_key(s, key);
 
-        return r < 0 ? r : s->ops->get(s, key, ret_data, ret_size);
+        return r < 0 ? r : s->ops->get(s, key, UINT64_MAX, ret_data, ret_size, NULL);
+}
+
+int store_get_full(struct store *s, const char *key, uint64_t max, char **ret_data, size_t *ret_size, char **ret_etag)
+{
+        int r = check_key(s, key);
+
+        if (r < 0)
+                return r;
+        r = s->ops->get(s, key, max, ret_data, ret_size, ret_etag);
+        if (r == -EFBIG)
+                return log_error_errno(r, "'%s' in '%s' is larger than %llu bytes: not one of ingot's objects", key,
+                                       s->url, (unsigned long long)max);
+        return r;
+}
+
+int store_put_cond(struct store *s, const char *key, const void *data, size_t size, const char *etag)
+{
+        int r = check_key(s, key);
+
+        if (r < 0)
+                return r;
+        if (!data)
+                return log_error_errno(-EINVAL, "store_put_cond: no data for '%s'", key);
+        return s->ops->put_cond(s, key, data, size, etag);
+}
+
+int store_remove_cond(struct store *s, const char *key, const char *etag)
+{
+        int r = check_key(s, key);
+
+        if (r < 0)
+                return r;
+        if (!etag)
+                return log_error_errno(-EINVAL, "store_remove_cond: no entity tag for '%s'", key);
+        return s->ops->put_cond(s, key, NULL, 0, etag);
+}
+
+int store_sweep(struct store *s, int64_t older_than, size_t *ret_removed)
+{
+        *ret_removed = 0;
+        return s->ops->sweep ? s->ops->sweep(s, older_than, ret_removed) : 0;
 }
 
 int store_put(struct store *s, const char *key, const void *data, size_t size)
@@ -256,7 +297,7 @@ static int batch_loop(struct store *s, enum batch_kind kind, struct store_item *
                                 bytes += it->size;
                         break;
                 case BATCH_GET:
-                        r = s->ops->get(s, it->key, &data, &size);
+                        r = s->ops->get(s, it->key, UINT64_MAX, &data, &size, NULL);
                         if (r >= 0) {
                                 it->data = data;
                                 it->size = size;

@@ -54,10 +54,25 @@ struct store_ops {
         const char *scheme; /* "file", "s3" */
         int (*open)(const char *url, const struct store_options *o, struct store **ret);
         void (*close)(struct store *s);
-        /* -ENOENT when absent. */
-        /* (Both backends NUL-terminate the data past size, for text.) */
-        int (*get)(struct store *s, const char *key, char **ret_data, size_t *ret_size);
+        /* -ENOENT when absent; -EFBIG when the object is larger than max
+         * bytes (nothing more is read). ret_etag, when not NULL, receives
+         * the object's entity tag (a new string), for put_cond.
+         * (Both backends NUL-terminate the data past size, for text.) */
+        int (*get)(struct store *s, const char *key, uint64_t max, char **ret_data, size_t *ret_size,
+                   char **ret_etag);
         int (*put)(struct store *s, const char *key, const void *data, size_t size);
+        /* A compare-and-swap. etag NULL: creates key only when it is
+         * absent, else -EEXIST (file: link(); S3: If-None-Match: *).
+         * Otherwise replaces key only when its entity tag is still etag,
+         * else -ESTALE (also when it is absent by now) (file: under an
+         * exclusive flock; S3: If-Match). data NULL: removes key instead,
+         * under the same condition (etag required). Not logged when the
+         * condition fails. */
+        int (*put_cond)(struct store *s, const char *key, const void *data, size_t size, const char *etag);
+        /* Optional: removes what killed writers left behind (file: the
+         * KEY~PID.N temporaries of writers that are gone, or older than
+         * older_than seconds since the epoch); counts them. */
+        int (*sweep)(struct store *s, int64_t older_than, size_t *ret_removed);
         /* 1 present, 0 absent, or -errno. */
         int (*exists)(struct store *s, const char *key);
         /* Absent is not an error. */
@@ -93,6 +108,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_close);
 
 /* Shorthands through s->ops. */
 int store_get(struct store *s, const char *key, char **ret_data, size_t *ret_size);
+/* store_get with a size limit (-EFBIG, logged) and the entity tag. */
+int store_get_full(struct store *s, const char *key, uint64_t max, char **ret_data, size_t *ret_size, char **ret_etag);
+/* See put_cond above. */
+int store_put_cond(struct store *s, const char *key, const void *data, size_t size, const char *etag);
+int store_remove_cond(struct store *s, const char *key, const char *etag);
+/* 0 (nothing removed) when the backend has nothing to sweep. */
+int store_sweep(struct store *s, int64_t older_than, size_t *ret_removed);
 int store_put(struct store *s, const char *key, const void *data, size_t size);
 int store_exists(struct store *s, const char *key);
 int store_remove(struct store *s, const char *key);

@@ -193,11 +193,25 @@ for i in 1 2 3; do
         pa=$!
         ig promote "$id2" beta >"$work/pb.$i" 2>&1 &
         pb=$!
-        wait $pa || fail "a concurrent promote failed: $(cat "$work/pa.$i")"
-        wait $pb || fail "a concurrent promote failed: $(cat "$work/pb.$i")"
+        wait $pa && ra=0 || ra=$?
+        wait $pb && rb=0 || rb=$?
         store_read channels/busybox/beta.json >"$work/beta.json"
         jq -e --arg a "$id1" --arg b "$id2" '(.image_id == $a or .image_id == $b) and (.generation | type) == "number"' \
                 "$work/beta.json" >/dev/null || { cat "$work/beta.json"; fail "channel beta is torn"; }
+        # a compare-and-swap: both won one after the other (two generations),
+        # or one lost, changed nothing and was told who won (exit 1)
+        ga=$(grep -o 'generation [0-9]*' "$work/pa.$i" | head -1 || true)
+        gb=$(grep -o 'generation [0-9]*' "$work/pb.$i" | head -1 || true)
+        held=$(jq -r .image_id "$work/beta.json")
+        if ((ra == 0 && rb == 0)); then
+                [[ $ga != "$gb" ]] || fail "two promotes both wrote $ga: a lost update"
+        elif ((ra == 0 && rb == 1)); then
+                grep -q "which won" "$work/pb.$i" && [[ $held == "$id1" ]] || fail "the loser was not told: $(cat "$work/pb.$i")"
+        elif ((ra == 1 && rb == 0)); then
+                grep -q "which won" "$work/pa.$i" && [[ $held == "$id2" ]] || fail "the loser was not told: $(cat "$work/pa.$i")"
+        else
+                fail "concurrent promotes exited $ra and $rb: $(cat "$work/pa.$i" "$work/pb.$i")"
+        fi
 done
 
 # ---- deprecate ----

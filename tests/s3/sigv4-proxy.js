@@ -56,6 +56,15 @@
 //   as it arrives) and forwarded only once it verified, so a tampered body
 //   never reaches the store. Responses are streamed.
 //
+// Conditional writes, as S3 has them since 2024 (s3rver 3.7.1 ignores
+// them): a PUT with "If-None-Match: *" is refused with 412
+// PreconditionFailed when the key exists; a PUT or DELETE with "If-Match:
+// ETAG" when the key is absent or its ETag differs. The proxy checks with a
+// HEAD to the upstream and then forwards (without the condition headers),
+// and it runs every PUT and DELETE of one key one after another, so the
+// check and the write are one step for every other writer of that key.
+// Refusals count in conditional_failures.
+//
 // Control endpoints (no authentication):
 //   GET  /__proxy/stats   {"requests", "forwarded", "signature_failures",
 //                          "faults_injected", "bytes_in", "bytes_out",
@@ -284,7 +293,7 @@ function pickFaults(method, key, target) {
 
 function newStats() {
   return {
-    requests: 0, forwarded: 0, signature_failures: 0, faults_injected: 0,
+    requests: 0, forwarded: 0, signature_failures: 0, faults_injected: 0, conditional_failures: 0,
     bytes_in: 0, bytes_out: 0, unsigned_payload: 0,
     by_method: {}, by_status: {}, failures_by_code: {}, faults_by_kind: {},
   };
@@ -535,12 +544,14 @@ function control(req, res, expectContinue) {
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade',
   'expect', 'te', 'trailer', 'content-length']);
 
+const CONDITIONS = new Set(['if-match', 'if-none-match']);
+
 function forward(ctx, req, body, onResponse, onError) {
   const headers = {};
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i].toLowerCase();
-    if (HOP.has(n)) continue;
+    if (HOP.has(n) || CONDITIONS.has(n)) continue;
     headers[n] = headers[n] === undefined ? raw[i + 1] : `${headers[n]}, ${raw[i + 1]}`;
   }
   const len = body.reduce((a, c) => a + c.length, 0);
@@ -590,6 +601,65 @@ function relay(ctx, res, upres, delay) {
   } else {
     go();
   }
+}
+
+// ---------------------------------------------------------------- conditional writes
+
+// One PUT or DELETE of a key at a time: fn(done) runs once the previous
+// write of that key called its done.
+const keyChains = new Map();
+function withKeyLock(key, fn) {
+  const prev = keyChains.get(key) || Promise.resolve();
+  const next = prev.then(() => new Promise((resolve) => {
+    try { fn(resolve); } catch (e) { resolve(); throw e; }
+  }));
+  keyChains.set(key, next);
+  next.then(() => { if (keyChains.get(key) === next) keyChains.delete(key); });
+}
+
+function bareEtag(e) {
+  return String(e || '').trim().replace(/^W\//, '').replace(/^"|"$/g, '');
+}
+
+// HEAD of the key upstream: cb(status, etag), status 0 when it failed.
+function headUpstream(req, ctx, cb) {
+  const headers = {};
+  for (const n of ['authorization', 'x-amz-date', 'x-amz-content-sha256', 'host', 'x-amz-security-token']) {
+    if (req.headers[n] !== undefined) headers[n] = req.headers[n];
+  }
+  const up = http.request({
+    host: upstream.hostname, port: upstream.port || 80, method: 'HEAD', path: ctx.target.split('?')[0],
+    headers, agent: upstreamAgent,
+  });
+  up.on('response', (r) => { r.resume(); r.on('end', () => cb(r.statusCode, r.headers.etag)); });
+  up.on('error', () => cb(0, null));
+  up.end();
+}
+
+// Runs send(done) for a PUT or DELETE under the key's lock, after checking
+// its If-None-Match / If-Match against the upstream.
+function writeInOrder(ctx, req, res, send) {
+  const inm = req.headers['if-none-match'];
+  const im = req.headers['if-match'];
+  withKeyLock(ctx.key, (done) => {
+    if (inm === undefined && im === undefined) return send(done);
+    headUpstream(req, ctx, (status, etag) => {
+      if (status === 0 || status >= 500) {
+        sendError(ctx, res, 503, 'ServiceUnavailable', 'cannot check the condition upstream');
+        return done();
+      }
+      const exists = status === 200;
+      let holds = true;
+      if (inm !== undefined && (inm.trim() !== '*' || exists)) holds = false;
+      if (im !== undefined && (!exists || bareEtag(im) !== bareEtag(etag))) holds = false;
+      if (!holds) {
+        stats.conditional_failures++;
+        sendError(ctx, res, 412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
+        return done();
+      }
+      return send(done);
+    });
+  });
 }
 
 function dropConnection(req, rule) {
@@ -704,7 +774,14 @@ function handle(req, res, expectContinue) {
 
     const upstreamFailed = (err) => sendError(ctx, res, 502, 'BadGateway', `upstream ${opts.upstream}: ${err.message}`);
     const { fault, delay } = pickFaults(req.method, ctx.key, target);
-    const normal = () => forward(ctx, req, body, (upres) => relay(ctx, res, upres, delay), upstreamFailed);
+    const isWrite = (req.method === 'PUT' || req.method === 'DELETE') && ctx.key !== '';
+    const normal = () => {
+      if (!isWrite) return forward(ctx, req, body, (upres) => relay(ctx, res, upres, delay), upstreamFailed);
+      return writeInOrder(ctx, req, res, (done) => {
+        res.on('close', done);
+        forward(ctx, req, body, (upres) => relay(ctx, res, upres, delay), (err) => { upstreamFailed(err); done(); });
+      });
+    };
     if (!fault) {
       if (delay > 0) ctx.fault = 'slow';
       return normal();

@@ -225,10 +225,11 @@ static struct catalog_record *sample_record(void)
         r->size = 256 << 20;
         r->digest = strdup(DIGEST);
         r->block_size = BS;
-        r->block_list = strdup("blocklists/ami-14683f78d9c8446ba.json");
+        assert_true(asprintf(&r->block_list, "blocklists/%s.json", id) > 0);
         r->block_list_sha256 = strdup(DIGEST);
         r->blocks_stored = 13;
-        r->manifest = json_pack("{s:s, s:[s, s]}", "name", "busybox", "boot_modes", "bios", "uefi");
+        r->manifest = json_pack("{s:s, s:s, s:[s, s], s:{s:s}}", "name", "busybox", "version", "1.0.0", "boot_modes",
+                                "bios", "uefi", "image", "digest", DIGEST);
         r->manifest_sha256 = strdup(DIGEST);
         r->signature = strdup("c2lnbmF0dXJl\n");
         r->os_image_id = strdup("busybox");
@@ -488,6 +489,13 @@ static void put_image(struct store *s, const char *version, enum catalog_state s
         r->version = strdup(version);
         free(r->block_list);
         assert_true(asprintf(&r->block_list, "blocklists/%s.json", id) > 0);
+        free(r->digest);
+        r->digest = strdup(digest);
+        free(r->snapshot_id);
+        r->snapshot_id = malloc(CATALOG_ID_MAX);
+        catalog_snapshot_id("busybox", version, digest, r->snapshot_id);
+        json_object_set_new(r->manifest, "version", json_string(version));
+        json_object_set_new(json_object_get(r->manifest, "image"), "digest", json_string(digest));
         r->state = state;
 
         b->block_size = BS;
@@ -504,6 +512,15 @@ static void put_image(struct store *s, const char *version, enum catalog_state s
         free(buf);
         j = catalog_blocklist_to_json(b);
         assert_int_equal(catalog_put_json(s, r->block_list, j), 0);
+        {
+                _cleanup_free_ char *lt = catalog_json_format(j);
+                uint8_t lh[32];
+                char lhex[65];
+
+                sha256_buffer(lt, strlen(lt), lh);
+                free(r->block_list_sha256);
+                r->block_list_sha256 = strdup(hex_encode(lh, 32, lhex));
+        }
         json_decref(j);
         assert_int_equal(catalog_record_save(s, r), 0);
         free(text);
