@@ -13,11 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "catalog.h"
+#include "lock.h"
+#include "shared/proc-util.h"
 #include "shared/fileio.h"
 #include "shared/id128.h"
 #include "shared/log.h"
@@ -621,6 +624,163 @@ static void test_promote(void **state)
         assert_string_equal(ch[0], "stable");
 }
 
+/* The store's compare-and-swap on the file backend: create-exclusive,
+ * replace and remove only while the etag holds. */
+static void test_put_cond(void **state)
+{
+        struct fixture *f = *state;
+        _cleanup_(store_closep) struct store *s = NULL;
+        _cleanup_free_ char *url = NULL, *data = NULL, *etag = NULL, *etag2 = NULL;
+        size_t size;
+
+        assert_true(asprintf(&url, "file://%s/store", f->dir) > 0);
+        assert_int_equal(store_open(url, &(struct store_options){}, &s), 0);
+        assert_int_equal(store_put_cond(s, "channels/a/b.json", "one", 3, NULL), 0);
+        assert_int_equal(store_put_cond(s, "channels/a/b.json", "two", 3, NULL), -EEXIST);
+        assert_int_equal(store_get_full(s, "channels/a/b.json", 100, &data, &size, &etag), 0);
+        assert_memory_equal(data, "one", 3);
+        data = x_free(data);
+        assert_int_equal(store_put_cond(s, "channels/a/b.json", "two", 3, etag), 0);
+        /* the etag read before is stale now: neither replace nor remove */
+        assert_int_equal(store_put_cond(s, "channels/a/b.json", "three", 5, etag), -ESTALE);
+        assert_int_equal(store_remove_cond(s, "channels/a/b.json", etag), -ESTALE);
+        assert_int_equal(store_get_full(s, "channels/a/b.json", 100, &data, &size, &etag2), 0);
+        assert_memory_equal(data, "two", 3);
+        data = x_free(data);
+        assert_int_equal(store_get_full(s, "channels/a/b.json", 2, &data, &size, NULL), -EFBIG);
+        assert_int_equal(store_remove_cond(s, "channels/a/b.json", etag2), 0);
+        assert_int_equal(store_exists(s, "channels/a/b.json"), 0);
+        assert_int_equal(store_put_cond(s, "channels/a/b.json", "x", 1, etag2), -ESTALE);
+}
+
+/* Temporaries of writers that are gone go; a live writer's stay. */
+static void test_sweep(void **state)
+{
+        struct fixture *f = *state;
+        _cleanup_(store_closep) struct store *s = NULL;
+        _cleanup_free_ char *url = NULL, *dead = NULL, *live = NULL, *old = NULL, *lock = NULL;
+        char boot[37];
+        size_t n = 0;
+        pid_t child;
+
+        assert_int_equal(boot_id_get(boot), 0);
+        assert_true(asprintf(&url, "file://%s/store", f->dir) > 0);
+        assert_int_equal(store_open(url, &(struct store_options){}, &s), 0);
+        assert_int_equal(store_put(s, "blocks/aa", "x", 1), 0);
+        child = fork();
+        if (child == 0)
+                _exit(0);
+        assert_int_equal(waitpid(child, NULL, 0), child);
+        assert_true(asprintf(&dead, "%s/store/blocks/aa~%.8s.%ld.0", f->dir, boot, (long)child) > 0);
+        assert_true(asprintf(&live, "%s/store/blocks/aa~%.8s.%ld.0", f->dir, boot, (long)getpid()) > 0);
+        assert_true(asprintf(&old, "%s/store/blocks/aa~0000beef.1.0", f->dir) > 0);
+        assert_true(asprintf(&lock, "%s/store/blocks/aa~lock", f->dir) > 0);
+        assert_int_equal(write_file_atomic(dead, "d", 1, 0644), 0);
+        assert_int_equal(write_file_atomic(live, "l", 1, 0644), 0);
+        assert_int_equal(write_file_atomic(old, "o", 1, 0644), 0);
+        assert_int_equal(write_file_atomic(lock, "", 0, 0644), 0);
+        /* another host's, young: kept; ours of a dead pid: removed */
+        assert_int_equal(store_sweep(s, 0, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(access(dead, F_OK), -1);
+        assert_int_equal(access(live, F_OK), 0);
+        assert_int_equal(access(old, F_OK), 0);
+        /* older than the limit: another host's goes too, the lock stays */
+        assert_int_equal(store_sweep(s, INT64_MAX, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(access(old, F_OK), -1);
+        assert_int_equal(access(lock, F_OK), 0);
+        assert_int_equal(store_exists(s, "blocks/aa"), 1);
+}
+
+/* Locks: shared ones coexist, an exclusive one conflicts, a dead
+ * holder's lock is stale and removed. */
+static void test_locks(void **state)
+{
+        struct fixture *f = *state;
+        _cleanup_(store_closep) struct store *s = NULL;
+        _cleanup_free_ char *url = NULL;
+        _cleanup_strv_free_ char **keys = NULL;
+        struct store_lock *a = NULL, *b = NULL, *x = NULL;
+        char boot[37], *text = NULL;
+        pid_t child;
+
+        setenv("INGOT_LOCK_WAIT", "0", 1);
+        assert_int_equal(boot_id_get(boot), 0);
+        assert_true(asprintf(&url, "file://%s/store", f->dir) > 0);
+        assert_int_equal(store_open(url, &(struct store_options){}, &s), 0);
+        assert_int_equal(store_lock_take(s, STORE_LOCK_SHARED, "push", &a), 0);
+        assert_int_equal(store_lock_take(s, STORE_LOCK_SHARED, "push", &b), 0);
+        assert_int_equal(store_lock_take(s, STORE_LOCK_EXCLUSIVE, "gc", &x), -EBUSY);
+        a = store_lock_release(a);
+        assert_int_equal(store_lock_take(s, STORE_LOCK_EXCLUSIVE, "gc", &x), -EBUSY);
+        b = store_lock_release(b);
+        assert_int_equal(store_lock_take(s, STORE_LOCK_EXCLUSIVE, "gc", &x), 0);
+        assert_int_equal(store_lock_take(s, STORE_LOCK_SHARED, "push", &a), -EBUSY);
+        assert_int_equal(store_lock_refresh(x), 0);
+        x = store_lock_release(x);
+
+        /* a holder that is gone: its lock is removed by the next taker */
+        child = fork();
+        if (child == 0)
+                _exit(0);
+        assert_int_equal(waitpid(child, NULL, 0), child);
+        assert_true(asprintf(&text,
+                             "{\"kind\": \"exclusive\", \"operation\": \"gc\", \"hostname\": \"h\", \"boot_id\": "
+                             "\"%s\", \"pid\": %ld, \"start_time\": 1, \"created\": \"2020-01-01T00:00:00.000Z\", "
+                             "\"refreshed\": \"2020-01-01T00:00:00.000Z\"}\n",
+                             boot, (long)child) > 0);
+        assert_int_equal(store_put(s, "locks/exclusive-dead.json", text, strlen(text)), 0);
+        free(text);
+        /* another host's, refreshed just now: live */
+        {
+                char now[40];
+                catalog_format_time(catalog_now_ms(), now, sizeof(now));
+                assert_true(asprintf(&text,
+                                     "{\"kind\": \"exclusive\", \"operation\": \"gc\", \"hostname\": \"other\", "
+                                     "\"boot_id\": \"00000000-0000-0000-0000-000000000000\", \"pid\": 1, "
+                                     "\"refreshed\": \"%s\"}\n",
+                                     now) > 0);
+        }
+        assert_int_equal(store_put(s, "locks/exclusive-other.json", text, strlen(text)), 0);
+        free(text);
+        assert_int_equal(store_lock_take(s, STORE_LOCK_SHARED, "push", &a), -EBUSY);
+        assert_int_equal(store_exists(s, "locks/exclusive-dead.json"), 0);
+        assert_int_equal(store_remove(s, "locks/exclusive-other.json"), 0);
+        assert_int_equal(store_lock_take(s, STORE_LOCK_SHARED, "push", &a), 0);
+        a = store_lock_release(a);
+        assert_int_equal(store_list(s, "locks/", &keys, NULL), 0);
+        assert_int_equal(strv_length(keys), 0);
+        unsetenv("INGOT_LOCK_WAIT");
+}
+
+/* A record's identity fields must agree: id, name, version, digest. */
+static void test_record_identity(void **state _unused_)
+{
+        _cleanup_(catalog_record_freep) struct catalog_record *r = sample_record(), *back = NULL;
+        _cleanup_free_ char *t = NULL, *error = NULL;
+        json_t *j;
+
+        free(r->version);
+        r->version = strdup("1.0.1"); /* the id was derived for 1.0.0 */
+        j = catalog_record_to_json(r);
+        t = catalog_json_format(j);
+        json_decref(j);
+        assert_int_equal(catalog_record_from_json(t, strlen(t), &back, &error), -EBADMSG);
+        assert_non_null(strstr(error, "does not follow"));
+        catalog_record_free(r);
+        r = sample_record();
+        json_object_set_new(json_object_get(r->manifest, "image"), "digest", json_string("ab"));
+        j = catalog_record_to_json(r);
+        free(t);
+        t = catalog_json_format(j);
+        json_decref(j);
+        free(error);
+        error = NULL;
+        assert_int_equal(catalog_record_from_json(t, strlen(t), &back, &error), -EBADMSG);
+        assert_non_null(strstr(error, "manifest is of another image"));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -635,6 +795,10 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_blocks, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_empty_image, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_gc_plan, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_put_cond, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_locks, setup, teardown),
+                cmocka_unit_test(test_record_identity),
                 cmocka_unit_test_setup_teardown(test_promote, setup, teardown),
         };
 
