@@ -319,8 +319,14 @@ int build_image(const struct spec *s, const struct build_options *o)
                 stage_end(&c, NULL);
         }
 
-        /* manifest and signature first, the image last; a signature from an
+        /* the old image first, so that no moment shows a new manifest
+         * beside an old image (a kill between the renames would leave it);
+         * then manifest and signature, the image last; a signature from an
          * earlier build of this name must not outlive its manifest */
+        if (unlink(s->output_image) < 0 && errno != ENOENT) {
+                r = log_error_errno(-errno, "cannot remove the old image '%s': %m", s->output_image);
+                goto fail;
+        }
         if (!key && unlink(sig_final) < 0 && errno != ENOENT) {
                 r = log_error_errno(-errno, "cannot remove the old signature '%s': %m", sig_final);
                 goto fail;

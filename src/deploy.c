@@ -606,7 +606,7 @@ static int deploy_file(const char *file, const struct deploy_options *o)
         t1 = now_mono();
         r = image_pull(s, rec, NULL, &base, NULL, NULL, &pst);
         if (r < 0)
-                return r;
+                return r == -EBADMSG ? -EIO : r; /* a corrupt store is no bad input: exit 1, as pull */
         log_info("image %s (%s@%s): resolved in %.2f s, %s in %.2f s", rec->image_id, rec->name, rec->version,
                  t1 - t0, pst.cached ? "in the cache" : "pulled and verified", now_mono() - t1);
 

@@ -736,8 +736,11 @@ int deployfile_load(const char *path, struct deployfile **ret)
         r = read_full_file(path, DEPLOYFILE_SIZE_MAX, &data, &size);
         if (r == -EFBIG)
                 return log_syntax(path, 0, "larger than 1 MiB, not a deployment file");
-        if (r < 0)
-                return log_error_errno(r, "cannot read deployment file '%s': %m", path);
+        if (r < 0) {
+                log_error_errno(r, "cannot read deployment file '%s': %m", path);
+                /* a file that is not there is bad input, like a bad one */
+                return r == -ENOMEM ? r : -EBADMSG;
+        }
         return deployfile_load_buffer(path, data, size, ret);
 }
 

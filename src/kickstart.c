@@ -776,6 +776,31 @@ static int cmd_bootloader(struct ks_parser *p, const struct ks_loc *loc, char **
                                           "'bootloader': expected mbr, boot or partition",
                                           location);
         }
+        /* the build owns how the root is found and opened: a root=,
+         * init= or verity option of the kickstart's would fight it, or,
+         * with --verity, boot past the verified root */
+        for (const char *w = append; w && *w;) {
+                static const char *const owned[] = { "root=",    "init=", "rootflags=", "rootfstype=", "roothash=",
+                                                     "systemd.verity", "ingot.verity.", "rd.systemd.verity" };
+                size_t n;
+
+                w += strspn(w, " \t");
+                n = strcspn(w, " \t");
+                if (n == 0)
+                        break;
+                if ((n == 2 && strncmp(w, "rw", 2) == 0) || (n == 2 && strncmp(w, "ro", 2) == 0))
+                        return log_syntax(loc->file, loc->line,
+                                          "'bootloader --append' must not set '%.*s': the root is mounted read-only "
+                                          "by the build",
+                                          (int)n, w);
+                for (size_t i = 0; i < ELEMENTSOF(owned); i++)
+                        if (strncmp(w, owned[i], strlen(owned[i])) == 0)
+                                return log_syntax(loc->file, loc->line,
+                                                  "'bootloader --append' must not set '%.*s': the build sets how the "
+                                                  "root is found and verified, and a second one could bypass it",
+                                                  (int)n, w);
+                w += n;
+        }
         p->ks->bootloader_append = TAKE_PTR(append);
         p->ks->bootloader_timeout = a.timeout == UINT64_MAX ? -1 : (int)a.timeout;
         return 0;

@@ -49,7 +49,9 @@ struct spec *spec_free(struct spec *s)
 
 bool spec_version_is_valid(const char *v)
 {
-        if (!v || !*v || strlen(v) > 64)
+        /* one store key component, as catalog_word_is_valid() wants it:
+         * never ".", "..", a hidden name or something that reads as an option */
+        if (!v || !*v || strlen(v) > 64 || v[0] == '.' || v[0] == '-')
                 return false;
         return strspn(v, "0123456789abcdefghijklmnopqrstuvwxyz._-") == strlen(v);
 }
@@ -509,7 +511,7 @@ int spec_load(const struct spec_options *o, struct spec **ret)
                                        s->template_path);
         if (!spec_version_is_valid(version))
                 return log_error_errno(-EBADMSG,
-                                       "invalid version '%s': use lower-case letters, digits, '.', '_' and '-' (as "
+                                       "invalid version '%s': use lower-case letters, digits, '.', '_' and '-', not first '.' or '-' (as "
                                        "os-release IMAGE_VERSION)",
                                        version);
         s->version = strdup(version);

@@ -66,3 +66,21 @@ check_tmpl binary 2 'binary data'
 build -t "$work/empty.conf"
 expect_one_error_line
 expect_err "^$work/empty\.conf: "
+
+# the build owns the root: no root=, init= or verity option from a kickstart
+printf 'rootpw --lock\nbootloader --append="console=ttyS0 root=/dev/sda1 init=/bin/sh"\n' >"$work/append-root.ks"
+check_ks append-root 2 "'bootloader --append' must not set 'root=/dev/sda1'"
+printf 'rootpw --lock\nbootloader --append="init=/bin/sh"\n' >"$work/append-init.ks"
+check_ks append-init 2 "'bootloader --append' must not set 'init=/bin/sh'"
+printf 'rootpw --lock\nbootloader --append="rw"\n' >"$work/append-rw.ks"
+check_ks append-rw 2 "'bootloader --append' must not set 'rw'"
+
+# versions that are no store key component: ".", "..", a leading '-' or '.'
+for v in . .. -x .hidden; do
+        expect_exit 2 "$INGOT" build --dry-run -t "$tmpl" --version="$v"
+        expect_err "invalid version"
+done
+
+# a deployment file that is not there is bad input (exit 2), like a bad one
+expect_exit 2 "$INGOT" deploy "$work/nonexistent.deploy" --state-dir "$work/state"
+expect_err "cannot read deployment file"

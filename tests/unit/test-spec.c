@@ -244,6 +244,10 @@ static void test_version(void **state)
         assert_false(spec_version_is_valid(""));
         assert_false(spec_version_is_valid("1.0 beta"));
         assert_false(spec_version_is_valid("V1"));
+        assert_false(spec_version_is_valid("."));
+        assert_false(spec_version_is_valid(".."));
+        assert_false(spec_version_is_valid("-x"));
+        assert_false(spec_version_is_valid(".1"));
         assert_false(spec_version_is_valid("1/2"));
         assert_int_equal(load(f, base_template, NULL, "1.0 beta", &s), -EBADMSG);
         assert_non_null(strstr(logged(f), "invalid version '1.0 beta'"));
