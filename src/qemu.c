@@ -27,6 +27,7 @@
 #include "qemu.h"
 #include "shared/fileio.h"
 #include "shared/log.h"
+#include "shared/proc-util.h"
 #include "shared/macro.h"
 #include "shared/run.h"
 #include "shared/strv.h"
@@ -613,27 +614,13 @@ static char *probe_cache_path(void)
         return p;
 }
 
-static int boot_id(char ret[static 40])
-{
-        _cleanup_free_ char *s = NULL;
-        int r = read_full_file("/proc/sys/kernel/random/boot_id", 64, &s, NULL);
-
-        if (r < 0)
-                return r;
-        s[strcspn(s, "\n")] = '\0';
-        if (strlen(s) != 36)
-                return -EINVAL;
-        memcpy(ret, s, 37);
-        return 0;
-}
-
 static enum qemu_accel probe_cache_read(void)
 {
         _cleanup_free_ char *path = probe_cache_path(), *s = NULL;
         char id[40], *sp;
         int a;
 
-        if (!path || boot_id(id) < 0 || read_full_file(path, 128, &s, NULL) < 0)
+        if (!path || boot_id_get(id) < 0 || read_full_file(path, 128, &s, NULL) < 0)
                 return QEMU_ACCEL_AUTO;
         s[strcspn(s, "\n")] = '\0';
         sp = strchr(s, ' ');
@@ -648,7 +635,7 @@ static void probe_cache_write(enum qemu_accel a)
         _cleanup_free_ char *path = probe_cache_path(), *dir = NULL, *line = NULL;
         char id[40];
 
-        if (!path || boot_id(id) < 0 || asprintf(&line, "%s %s\n", id, qemu_accel_to_string(a)) < 0)
+        if (!path || boot_id_get(id) < 0 || asprintf(&line, "%s %s\n", id, qemu_accel_to_string(a)) < 0)
                 return;
         dir = strdup(path);
         if (!dir)
