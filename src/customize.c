@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sched.h>
@@ -32,6 +31,7 @@
 #include "shared/log.h"
 #include "shared/run.h"
 #include "shared/strv.h"
+#include "sysprep-rules.h"
 
 #include "src/data-files.h" /* generated from data/ */
 
@@ -1331,7 +1331,26 @@ static const char *file_name(const char *path)
         return slash ? slash + 1 : path;
 }
 
-static int install_image_json(const struct tree *t, const struct spec *s, const char *rootfs_digest)
+/* What the hygiene gate may find on purpose, and the build's sysprep
+ * leaves: root's authorized_keys when the kickstart's sshkey wrote it.
+ * The caller frees *ret. */
+static int sysprep_keep(const struct spec *s, char ***ret)
+{
+        const struct kickstart *ks = s->kickstart;
+        _cleanup_strv_free_ char **keep = NULL;
+
+        for (size_t i = 0; ks && i < ks->n_sshkeys; i++)
+                if (streq(ks->sshkeys[i].username, "root")) {
+                        if (strv_extend(&keep, "/root/.ssh/authorized_keys") < 0)
+                                return log_oom_rootfs();
+                        break;
+                }
+        *ret = TAKE_PTR(keep);
+        return 0;
+}
+
+static int install_image_json(const struct tree *t, const struct spec *s, const char *rootfs_digest,
+                              char *const *keep_paths)
 {
         const struct kickstart *ks = s->kickstart;
         json_t *j, *keep = json_array(), *kick = json_null();
@@ -1339,11 +1358,9 @@ static int install_image_json(const struct tree *t, const struct spec *s, const 
         char tdigest[65], kdigest[65];
         int r;
 
-        for (size_t i = 0; keep && ks && i < ks->n_sshkeys; i++)
-                if (streq(ks->sshkeys[i].username, "root")) {
-                        json_array_append_new(keep, json_string("/root/.ssh/authorized_keys"));
-                        break;
-                }
+        STRV_FOREACH (k, keep_paths)
+                if (keep)
+                        json_array_append_new(keep, json_string(*k));
         if (ks)
                 kick = json_pack("{s:s, s:s}", "file", file_name(s->kickstart_path), "sha256",
                                  hex_encode(ks->digest, 32, kdigest));
@@ -1395,161 +1412,174 @@ static int remove_at(int dfd, const char *name)
         return r;
 }
 
-enum sysprep_how {
-        SYSPREP_MATCH,       /* entries of dir matching a pattern, whole */
-        SYSPREP_FILES_BELOW, /* regular files anywhere below dir; directories stay */
-};
+/* A corrupt or hostile tree can nest without end; real ones do not. */
+#define SYSPREP_DEPTH_MAX 64
 
-/* What virt-sysprep's operations remove that a sealed image must not
- * carry (reference/virt-sysprep.pod). home/ is expanded to each home. */
-static const struct sysprep_rule {
-        const char *dir;
-        const char *const patterns[12];
-        enum sysprep_how how;
-} sysprep_rules[] = {
-        { "etc/ssh", { "ssh_host_*" }, SYSPREP_MATCH },                                  /* ssh-hostkeys */
-        { "var/log", { "*" }, SYSPREP_FILES_BELOW },                                     /* logfiles */
-        { "var/cache/apt", { "*.bin" }, SYSPREP_MATCH },                                 /* package-manager-cache */
-        { "var/cache/apt/archives", { "*.deb" }, SYSPREP_MATCH },
-        { "var/lib/apt/lists", { "*[!k]", "*[!c]k" }, SYSPREP_FILES_BELOW },            /* all but "lock" */
-        { "var/lib/systemd", { "random-seed" }, SYSPREP_MATCH },                         /* random-seed */
-        { "var/lib/urandom", { "random-seed" }, SYSPREP_MATCH },
-        { "var/lib/dhcp", { "*" }, SYSPREP_MATCH },                                      /* dhcp-client-state */
-        { "var/lib/dhclient", { "*" }, SYSPREP_MATCH },
-        { "var/lib/NetworkManager", { "*.lease", "*.leases", "*-lease-*" }, SYSPREP_MATCH },
-        { "tmp", { "*", ".*" }, SYSPREP_MATCH },                                         /* tmp-files */
-        { "var/tmp", { "*", ".*" }, SYSPREP_MATCH },
-};
-
-/* bash-history and friends, in /root and every /home/NAME */
-static const struct sysprep_rule history_rule = {
-        NULL,
-        { ".bash_history", ".ash_history", ".sh_history", ".zsh_history", ".python_history", ".lesshst", ".viminfo",
-          ".mysql_history", ".psql_history", ".wget-hsts" },
-        SYSPREP_MATCH,
-};
-
-static bool sysprep_match(const struct sysprep_rule *rule, const char *name)
+/* Whether the machine-id file name in dfd holds an initialised id;
+ * unreadable counts as one, as in the gate. */
+static bool machine_id_is_set_at(int dfd, const char *name)
 {
-        if (streq(name, ".") || streq(name, ".."))
-                return false;
-        for (size_t i = 0; i < ELEMENTSOF(rule->patterns) && rule->patterns[i]; i++)
-                if (fnmatch(rule->patterns[i], name, 0) == 0)
-                        return true;
-        return false;
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        char buf[sizeof(SYSPREP_MACHINE_ID_UNSET)];
+        ssize_t n;
+
+        if (fd < 0)
+                return true;
+        n = read(fd, buf, sizeof(buf));
+        return n < 0 || sysprep_machine_id_is_set(buf, (size_t)n);
 }
 
-/* Applies rule in the open directory dfd (closed here). */
-static int sysprep_dir(const struct sysprep_rule *rule, int dfd, unsigned depth)
+/* Applies rule in the open directory dfd (closed here), which is path in
+ * the image: removes what the hygiene gate would report there. */
+static int sysprep_dir(const struct sysprep_rule *rule, int dfd, const char *path, char *const *keep,
+                       unsigned depth)
 {
         DIR *d = fdopendir(dfd);
         struct dirent *de;
         int r = 0;
 
         if (!d) {
+                r = -errno;
                 close(dfd);
-                return -errno;
+                return r;
         }
-        while ((de = readdir(d)) && r >= 0) {
+        while (r >= 0 && (de = readdir(d))) {
+                _cleanup_free_ char *p = NULL;
+                bool match, need_content;
                 struct stat st;
 
-                if (!sysprep_match(rule, de->d_name) &&
-                    !(rule->how == SYSPREP_FILES_BELOW && depth > 0 && !streq(de->d_name, ".") &&
-                      !streq(de->d_name, "..")))
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
                         continue;
                 if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         continue;
-                if (rule->how == SYSPREP_MATCH)
+                if (asprintf(&p, "%s/%s", path, de->d_name) < 0) {
+                        p = NULL;
+                        r = -ENOMEM;
+                        break;
+                }
+                match = sysprep_rule_matches_name(rule, de->d_name) &&
+                        sysprep_rule_matches_entry(rule, st.st_mode, (uint64_t)st.st_size, &need_content);
+                if (match && need_content)
+                        match = machine_id_is_set_at(dirfd(d), de->d_name);
+                if (match && rule->keepable && strv_contains(keep, p))
+                        match = false;
+                if (match)
                         r = remove_at(dirfd(d), de->d_name);
-                else if (S_ISDIR(st.st_mode) && depth < 16) {
-                        int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        if (sub >= 0)
-                                r = sysprep_dir(rule, sub, depth + 1);
-                } else if (!S_ISDIR(st.st_mode) && unlinkat(dirfd(d), de->d_name, 0) < 0)
-                        r = -errno;
+                else if (rule->recursive && S_ISDIR(st.st_mode)) {
+                        int sub;
+
+                        if (depth >= SYSPREP_DEPTH_MAX) {
+                                r = -ELOOP;
+                                break;
+                        }
+                        sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        r = sub < 0 ? -errno : sysprep_dir(rule, sub, p, keep, depth + 1);
+                }
         }
         closedir(d);
         return r;
 }
 
-static int sysprep_rule_apply(const struct tree *t, const struct sysprep_rule *rule, const char *dir)
+/* Applies rule in dir, a path in the image ("/etc/ssh"). */
+static int sysprep_rule_apply(const struct tree *t, const struct sysprep_rule *rule, const char *dir,
+                              char *const *keep)
 {
-        int fd = rootfs_open_in_root(t->fd, dir, O_RDONLY | O_DIRECTORY, 0);
+        int fd = rootfs_open_in_root(t->fd, dir + 1, O_RDONLY | O_DIRECTORY, 0);
         int r;
 
         if (fd == -ENOENT || fd == -ENOTDIR)
                 return 0;
         if (fd < 0)
-                return log_error_errno(fd, "sysprep: cannot open '/%s' in the tree: %m", dir);
-        r = sysprep_dir(rule, fd, 0);
+                return log_error_errno(fd, "sysprep: cannot open '%s' in the tree: %m", dir);
+        r = sysprep_dir(rule, fd, dir, keep, 0);
+        if (r == -ENOMEM)
+                return log_oom_rootfs();
         if (r < 0)
-                return log_error_errno(r, "sysprep: cannot clean '/%s' in the tree: %m", dir);
+                return log_error_errno(r, "sysprep: cannot clean '%s' in the tree: %m", dir);
         return 0;
 }
 
-/* Runs last, after %post: whatever the bootstrap, the packages and the
- * scripts left that belongs to one machine or one build. */
-static int sysprep(const struct tree *t)
+/* A "~" rule ("~", "~/.ssh") in /root and in every directory in /home. */
+static int sysprep_rule_apply_homes(const struct tree *t, const struct sysprep_rule *rule, char *const *keep)
 {
+        const char *sub = rule->dir + 1;
+        _cleanup_free_ char *dir = NULL;
         _cleanup_close_ int home = -1;
-        struct stat st;
+        struct dirent *de;
+        DIR *d;
         int r;
 
-        for (size_t i = 0; i < ELEMENTSOF(sysprep_rules); i++) {
-                r = sysprep_rule_apply(t, &sysprep_rules[i], sysprep_rules[i].dir);
-                if (r < 0)
-                        return r;
-        }
-        r = sysprep_rule_apply(t, &history_rule, "root");
+        if (asprintf(&dir, "/root%s", sub) < 0)
+                return log_oom_rootfs();
+        r = sysprep_rule_apply(t, rule, dir, keep);
         if (r < 0)
                 return r;
         home = rootfs_open_in_root(t->fd, "home", O_RDONLY | O_DIRECTORY, 0);
-        if (home >= 0) {
-                DIR *d = fdopendir(home);
-                struct dirent *de;
+        if (home == -ENOENT || home == -ENOTDIR)
+                return 0;
+        if (home < 0)
+                return log_error_errno(home, "sysprep: cannot open '/home' in the tree: %m");
+        d = fdopendir(home);
+        if (!d)
+                return log_error_errno(-errno, "sysprep: cannot read '/home' in the tree: %m");
+        home = -1; /* now d's */
+        r = 0;
+        while (r >= 0 && (de = readdir(d))) {
+                struct stat st;
 
-                if (!d)
-                        return log_error_errno(-errno, "sysprep: cannot read '/home' in the tree: %m");
-                home = -1;
-                r = 0;
-                while ((de = readdir(d)) && r >= 0) {
-                        _cleanup_free_ char *dir = NULL;
-
-                        if (de->d_name[0] == '.')
-                                continue;
-                        if (asprintf(&dir, "home/%s", de->d_name) < 0) {
-                                r = log_oom_rootfs();
-                                break;
-                        }
-                        r = sysprep_rule_apply(t, &history_rule, dir);
+                /* as the gate sees /home: its directories, not what symlinks point at */
+                if (streq(de->d_name, ".") || streq(de->d_name, "..") ||
+                    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+                        continue;
+                free(dir);
+                if (asprintf(&dir, "/home/%s%s", de->d_name, sub) < 0) {
+                        dir = NULL;
+                        r = log_oom_rootfs();
+                        break;
                 }
-                closedir(d);
+                r = sysprep_rule_apply(t, rule, dir, keep);
+        }
+        closedir(d);
+        return r;
+}
+
+/* Runs last, after %post: whatever the bootstrap, the packages and the
+ * scripts left that belongs to one machine or one build, by the rules
+ * the hygiene gate checks (sysprep-rules.c). keep: the paths the
+ * kickstart put there on purpose (image.json's sysprep.keep). */
+static int sysprep(const struct tree *t, char *const *keep)
+{
+        int r;
+
+        for (size_t i = 0; i < sysprep_n_rules; i++) {
+                const struct sysprep_rule *rule = &sysprep_rules[i];
+
+                r = rule->dir[0] == '~' ? sysprep_rule_apply_homes(t, rule, keep)
+                                        : sysprep_rule_apply(t, rule, rule->dir, keep);
                 if (r < 0)
                         return r;
         }
         /* machine-id: "uninitialized" makes systemd treat the first boot as
-         * one and create it then (machine-id(5)), per instance */
-        if (tree_is_systemd(t) || tree_exists(t, "etc/machine-id")) {
+         * one and create it then (machine-id(5)), per instance; the rule
+         * above removed an initialised one */
+        if (tree_is_systemd(t)) {
                 r = tree_unlink(t, "etc/machine-id");
-                if (r >= 0 && tree_is_systemd(t))
-                        r = tree_write(t, "etc/machine-id", "uninitialized\n", 0444);
+                if (r >= 0)
+                        r = tree_write(t, "etc/machine-id", SYSPREP_MACHINE_ID_UNSET, 0444);
                 if (r < 0)
                         return log_error_errno(r, "sysprep: cannot reset '/etc/machine-id' in the tree: %m");
         }
-        {
-                _cleanup_close_ int fd = rootfs_open_in_root(t->fd, "var/lib/dbus", O_RDONLY | O_DIRECTORY, 0);
-                if (fd >= 0 && fstatat(fd, "machine-id", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-                    unlinkat(fd, "machine-id", 0) < 0)
-                        return log_error_errno(-errno, "sysprep: cannot remove '/var/lib/dbus/machine-id': %m");
-        }
-        /* resolv.conf written during the build (a symlink is the system's own) */
-        {
-                _cleanup_close_ int fd = rootfs_open_in_root(t->fd, "etc", O_RDONLY | O_DIRECTORY, 0);
-                if (fd >= 0 && fstatat(fd, "resolv.conf", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-                    unlinkat(fd, "resolv.conf", 0) < 0)
-                        return log_error_errno(-errno, "sysprep: cannot remove '/etc/resolv.conf': %m");
-        }
         return 0;
+}
+
+int customize_sysprep(const char *root, char *const *keep)
+{
+        _cleanup_close_ int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct tree t = { .path = root, .fd = fd };
+
+        if (fd < 0)
+                return log_error_errno(-errno, "cannot open the tree '%s': %m", root);
+        return sysprep(&t, keep);
 }
 
 /* ---- template overlays ---- */
@@ -1798,11 +1828,14 @@ int customize_apply(const struct spec *s, const char *root, const struct customi
 {
         _cleanup_close_ int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         struct tree t = { .path = root, .fd = fd };
+        _cleanup_strv_free_ char **keep = NULL;
         int r;
 
         if (fd < 0)
                 return log_error_errno(-errno, "cannot open the tree '%s': %m", root);
-        r = apply_overlays(&t, s);
+        r = sysprep_keep(s, &keep);
+        if (r >= 0)
+                r = apply_overlays(&t, s);
         if (r >= 0)
                 r = apply_system(&t, s, o->scrub_host_files);
         if (r >= 0)
@@ -1814,7 +1847,7 @@ int customize_apply(const struct spec *s, const char *root, const struct customi
         if (r >= 0)
                 r = install_ready_hook(&t, s);
         if (r >= 0)
-                r = install_image_json(&t, s, o->rootfs_digest ? o->rootfs_digest : "");
+                r = install_image_json(&t, s, o->rootfs_digest ? o->rootfs_digest : "", keep);
         if (r >= 0)
                 r = apply_post(&t, s, o->scratch_dir);
         /* the seal, after %post so nothing it does can undo it */
@@ -1828,7 +1861,7 @@ int customize_apply(const struct spec *s, const char *root, const struct customi
                 struct timespec a, b;
 
                 clock_gettime(CLOCK_MONOTONIC, &a);
-                r = sysprep(&t);
+                r = sysprep(&t, keep);
                 clock_gettime(CLOCK_MONOTONIC, &b);
                 log_debug("sysprep took %.2fs",
                           (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);

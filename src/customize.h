@@ -36,6 +36,13 @@ int customize_run(const struct spec *s, const struct customize_options *o);
  * set owners. Logs. */
 int customize_apply(const struct spec *s, const char *root, const struct customize_options *o);
 
+/* The seal's last step on the unpacked tree at root, in this process:
+ * removes what the rules of sysprep-rules.h match, the ones the hygiene
+ * gate checks, except the paths in keep (NULL: none; image.json's
+ * sysprep.keep), and writes an uninitialised machine-id on systemd. Logs
+ * and returns a negative errno. customize_apply() runs it last. */
+int customize_sysprep(const char *root, char *const *keep);
+
 /* Runs fn(userdata) in a child that is root in a new user namespace
  * mapping the build user to 0 and its /etc/subuid and /etc/subgid ranges
  * to 1…, with its own mount and pid namespaces (as root: mount and pid

@@ -1,5 +1,6 @@
-/* Owns the hygiene gate: what a sealed image must not carry, as one table
- * of rules, checked against the root filesystem read in place. Nothing is
+/* Owns the hygiene gate: what a sealed image must not carry (the table in
+ * sysprep-rules.c, the one the build's sysprep removes by), checked
+ * against the root filesystem read in place. Nothing is
  * mounted: libparted and libblkid (probe_image) find the root partition by
  * its DPS type GUID, and debugfs reads the ext4 filesystem through
  * "IMAGE?offset=N" in catastrophic (read-only, no bitmaps) mode, with a
@@ -8,12 +9,12 @@
  * needs to look at next (the directories in /home, a subdirectory of
  * /var/log, the content of machine-id) is only known from an answer, so
  * the rules are evaluated until they ask for nothing new, one debugfs run
- * per round; a clean image takes two. Subdirectories and files are named
+ * per round; a clean image takes two, three with a ~/.ssh in /home.
+ * Subdirectories and files are named
  * to debugfs by inode ("<123>"), so names need no quoting. */
 #include "config.h"
 
 #include <errno.h>
-#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -33,62 +34,15 @@
 #include "shared/macro.h"
 #include "shared/run.h"
 #include "shared/strv.h"
+#include "sysprep-rules.h"
 
 /* Where the image says which leftovers its kickstart put there on purpose. */
 #define IMAGE_JSON_DIR "/usr/lib/ingot"
 #define IMAGE_JSON_NAME "image.json"
 #define IMAGE_JSON_MAX (1024 * 1024)
-#define MACHINE_ID_UNSET "uninitialized\n"
 /* A corrupt filesystem can loop; real trees are not this deep. */
 #define DEPTH_MAX 64
 #define DEBUGFS_TIMEOUT_SEC 300
-
-enum match {
-        MATCH_ANY,        /* any entry, directories too */
-        MATCH_FILE,       /* a regular file */
-        MATCH_NONEMPTY,   /* a regular file with data */
-        MATCH_MACHINE_ID, /* a regular file neither empty nor "uninitialized\n" */
-};
-
-/* dir "~" is /root and every directory in /home. except names entries the
- * rule never matches. keepable: image.json's sysprep.keep may list it. */
-static const struct rule {
-        const char *dir;
-        const char *glob; /* fnmatch(3) on the entry name; "*" matches dot files too */
-        enum match match;
-        const char *reason;
-        bool recursive; /* also in the subdirectories, at any depth */
-        bool keepable;
-        const char *except[2];
-} rules[] = {
-        { "/etc", "machine-id", MATCH_MACHINE_ID, "initialised machine-id" },
-        { "/var/lib/dbus", "machine-id", MATCH_NONEMPTY, "D-Bus machine-id" },
-        { "/etc/ssh", "ssh_host_*", MATCH_ANY, "SSH host key" },
-        { "/root/.ssh", "authorized_keys", MATCH_ANY, "root's authorized_keys", .keepable = true },
-        { "~", ".bash_history", MATCH_FILE, "shell history" },
-        { "~", ".ash_history", MATCH_FILE, "shell history" },
-        { "~", ".sh_history", MATCH_FILE, "shell history" },
-        { "~", ".zsh_history", MATCH_FILE, "shell history" },
-        { "~", ".python_history", MATCH_FILE, "Python history" },
-        { "~", ".lesshst", MATCH_FILE, "less history" },
-        { "~", ".viminfo", MATCH_FILE, "vim history" },
-        { "~", ".mysql_history", MATCH_FILE, "MySQL history" },
-        { "~", ".psql_history", MATCH_FILE, "psql history" },
-        { "~", ".wget-hsts", MATCH_FILE, "wget HSTS database" },
-        { "/var/log", "*", MATCH_NONEMPTY, "log file", .recursive = true },
-        { "/var/cache/apt", "*.bin", MATCH_ANY, "apt package cache" },
-        { "/var/cache/apt/archives", "*.deb", MATCH_ANY, "downloaded package" },
-        { "/var/lib/apt/lists", "*", MATCH_ANY, "apt package list", .except = { "lock", "partial" } },
-        { "/var/lib/systemd", "random-seed", MATCH_ANY, "random seed" },
-        { "/var/lib/urandom", "random-seed", MATCH_ANY, "random seed" },
-        { "/var/lib/dhcp", "*", MATCH_ANY, "DHCP lease" },
-        { "/var/lib/dhclient", "*", MATCH_ANY, "DHCP lease" },
-        { "/var/lib/NetworkManager", "*.lease*", MATCH_ANY, "DHCP lease" },
-        { "/var/lib/systemd/network", "*", MATCH_ANY, "DHCP lease" },
-        { "/tmp", "*", MATCH_ANY, "temporary file" },
-        { "/var/tmp", "*", MATCH_ANY, "temporary file" },
-        { "/etc", "resolv.conf", MATCH_NONEMPTY, "resolv.conf from the build" },
-};
 
 struct entry {
         char *name;
@@ -286,39 +240,27 @@ static int load_keep(struct scan *s, bool *ret_ready)
 
 /* Whether entry e at path breaks the rule; *ret_ready false while a file
  * content it needs is being fetched. */
-static int entry_matches(struct scan *s, const struct rule *rule, const char *path, const struct entry *e,
+static int entry_matches(struct scan *s, const struct sysprep_rule *rule, const char *path, const struct entry *e,
                          bool *ret_match, bool *ret_ready)
 {
         const struct request *c;
+        bool need_content;
         int r;
 
         *ret_ready = true;
-        switch (rule->match) {
-        case MATCH_ANY:
-                *ret_match = true;
+        *ret_match = sysprep_rule_matches_entry(rule, e->mode, e->size, &need_content);
+        if (!*ret_match || !need_content)
                 return 0;
-        case MATCH_FILE:
-                *ret_match = S_ISREG(e->mode);
-                return 0;
-        case MATCH_NONEMPTY:
-                *ret_match = S_ISREG(e->mode) && e->size > 0;
-                return 0;
-        case MATCH_MACHINE_ID:
-                *ret_match = S_ISREG(e->mode) && e->size > 0;
-                if (!*ret_match || e->size != strlen(MACHINE_ID_UNSET))
-                        return 0;
-                r = want_content(s, path, e, &c);
-                if (r < 0)
-                        return r;
-                if (!c) {
-                        *ret_ready = false;
-                        return 0;
-                }
-                /* unreadable counts as initialised: the gate errs on the strict side */
-                *ret_match = !c->complete || memcmp(c->data, MACHINE_ID_UNSET, c->n_data) != 0;
+        r = want_content(s, path, e, &c);
+        if (r < 0)
+                return r;
+        if (!c) {
+                *ret_ready = false;
                 return 0;
         }
-        return -EINVAL;
+        /* unreadable counts as initialised: the gate errs on the strict side */
+        *ret_match = !c->complete || sysprep_machine_id_is_set(c->data, c->n_data);
+        return 0;
 }
 
 static int add_finding(struct scan *s, const char *path, const char *reason)
@@ -338,15 +280,7 @@ static int add_finding(struct scan *s, const char *path, const char *reason)
         return 0;
 }
 
-static bool is_except(const struct rule *rule, const char *name)
-{
-        for (size_t i = 0; i < ELEMENTSOF(rule->except); i++)
-                if (rule->except[i] && streq(rule->except[i], name))
-                        return true;
-        return false;
-}
-
-static int apply_rule(struct scan *s, const struct rule *rule, const char *dir, uint32_t ino, unsigned depth)
+static int apply_rule(struct scan *s, const struct sysprep_rule *rule, const char *dir, uint32_t ino, unsigned depth)
 {
         const struct request *l;
         int r;
@@ -362,12 +296,12 @@ static int apply_rule(struct scan *s, const struct rule *rule, const char *dir, 
                 _cleanup_free_ char *path = NULL;
                 bool match = false, ready;
 
-                if (is_dot(e->name) || is_except(rule, e->name))
+                if (is_dot(e->name))
                         continue;
                 path = path_join(dir, e->name);
                 if (!path)
                         return -ENOMEM;
-                if (fnmatch(rule->glob, e->name, 0) == 0) {
+                if (sysprep_rule_matches_name(rule, e->name)) {
                         r = entry_matches(s, rule, path, e, &match, &ready);
                         if (r < 0)
                                 return r;
@@ -393,6 +327,48 @@ static int apply_rule(struct scan *s, const struct rule *rule, const char *dir, 
         return 0;
 }
 
+/* Applies rule in sub (a relative path like ".ssh", or "" for the home
+ * itself) of the home dir, whose inode is ino: each component is looked up
+ * by inode, so names need no quoting. A component that is not there, or
+ * not a directory, leaves nothing to check. */
+static int apply_rule_in_home(struct scan *s, const struct sysprep_rule *rule, const char *dir, uint32_t ino,
+                              const char *sub)
+{
+        _cleanup_free_ char *path = strdup(dir);
+        unsigned depth = 1;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        while (*sub) {
+                size_t n = strcspn(sub, "/");
+                _cleanup_free_ char *name = strndup(sub, n);
+                const struct request *l;
+                const struct entry *e;
+                char *next;
+
+                if (!name)
+                        return -ENOMEM;
+                sub += n + (sub[n] == '/');
+                if (n == 0)
+                        continue;
+                r = want_listing(s, path, ino, &l);
+                if (r < 0 || !l)
+                        return r;
+                e = listing_find(l, name);
+                if (!e || !S_ISDIR(e->mode))
+                        return 0;
+                next = path_join(path, name);
+                if (!next)
+                        return -ENOMEM;
+                free(path);
+                path = next;
+                ino = e->ino;
+                depth++;
+        }
+        return apply_rule(s, rule, path, ino, depth);
+}
+
 /* One pass over the rules with what is fetched so far. */
 static int evaluate(struct scan *s)
 {
@@ -407,16 +383,23 @@ static int evaluate(struct scan *s)
         r = want_listing(s, "/home", 0, &home);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < ELEMENTSOF(rules); i++) {
-                const struct rule *rule = &rules[i];
+        for (size_t i = 0; i < sysprep_n_rules; i++) {
+                const struct sysprep_rule *rule = &sysprep_rules[i];
+                _cleanup_free_ char *in_root = NULL;
+                const char *sub;
 
-                if (!streq(rule->dir, "~")) {
+                if (rule->dir[0] != '~') {
                         r = apply_rule(s, rule, rule->dir, 0, 0);
                         if (r < 0)
                                 return r;
                         continue;
                 }
-                r = apply_rule(s, rule, "/root", 0, 0);
+                /* "~" and "~/.ssh": in /root by path, in each home by inode */
+                sub = rule->dir + 1 + (rule->dir[1] == '/');
+                in_root = path_join("/root", sub);
+                if (!in_root)
+                        return -ENOMEM;
+                r = apply_rule(s, rule, *sub ? in_root : "/root", 0, 0);
                 if (r < 0)
                         return r;
                 for (size_t k = 0; home && k < home->n_entries; k++) {
@@ -428,7 +411,7 @@ static int evaluate(struct scan *s)
                         path = path_join("/home", e->name);
                         if (!path)
                                 return -ENOMEM;
-                        r = apply_rule(s, rule, path, e->ino, 1);
+                        r = apply_rule_in_home(s, rule, path, e->ino, sub);
                         if (r < 0)
                                 return r;
                 }

@@ -1,9 +1,11 @@
 /* The hygiene gate: reads an image's root filesystem without mounting it
- * and lists what a sealed image must not carry (virt-sysprep's
- * operations): an initialised machine-id, SSH host keys, root's
- * authorized_keys the kickstart did not put there, shell histories, logs,
- * apt caches and lists, random-seed, DHCP leases, /tmp contents, a
- * resolv.conf left by the build. */
+ * and lists what a sealed image must not carry, by the rules the build's
+ * sysprep removes by (sysprep-rules.h): an initialised machine-id, SSH
+ * host keys, SSH private keys in ~/.ssh, root's authorized_keys the
+ * kickstart did not put there, shell histories, logs, apt caches and
+ * lists, random-seed, DHCP leases, NetworkManager connections and state,
+ * udev's persistent network names, /tmp contents, a resolv.conf left by
+ * the build. */
 #pragma once
 
 #include <stddef.h>
@@ -24,7 +26,7 @@ struct hygiene_finding {
  * probe_image() (-ENOENT, -EMEDIUMTYPE, ...) when the image cannot be
  * opened or holds no partition table, -EINVAL for a path with a '?'
  * (debugfs cannot open it). The root's
- * /usr/lib/ingot/image.json may list root's authorized_keys under
- * "sysprep": {"keep": [...]}; then it is no finding. */
+ * /usr/lib/ingot/image.json may list root's authorized_keys (the one
+ * keepable rule) under "sysprep": {"keep": [...]}; then it is no finding. */
 int hygiene_scan(const char *image, struct hygiene_finding **ret, size_t *ret_n);
 void hygiene_findings_free(struct hygiene_finding *f, size_t n);

@@ -2,12 +2,15 @@
  * a tree in a temporary directory, a GPT written with sfdisk and the tree
  * put into the root partition with mke2fs -d -E offset=. Every kind of
  * leftover, what is allowed (an uninitialised machine-id, symlinks, empty
- * logs, authorized_keys the image keeps on purpose), and the refusals (no
- * root partition, a root that is not ext4). */
+ * logs, authorized_keys the image keeps on purpose, public keys), and the
+ * refusals (no root partition, a root that is not ext4). The build's
+ * sysprep (customize_sysprep) runs on the same trees: what it leaves, the
+ * gate passes, since both go by the one table of sysprep-rules.c. */
 #include "config.h"
 
 #include <fcntl.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,10 +21,13 @@
 
 #include <cmocka.h>
 
+#include "customize.h"
 #include "hygiene.h"
 #include "shared/fileio.h"
 #include "shared/log.h"
 #include "shared/run.h"
+#include "shared/strv.h"
+#include "sysprep-rules.h"
 
 #define TYPE_ROOT_X86_64 "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
 #define TYPE_ROOT_ARM64 "B921B045-1DF0-41C3-AF44-4C6F280D3FAE"
@@ -111,6 +117,15 @@ static void tree_symlink(const char *tree, const char *path, const char *target)
         assert_int_equal(symlink(target, p), 0);
 }
 
+static bool tree_has(const char *tree, const char *path)
+{
+        _cleanup_free_ char *p = NULL;
+        struct stat st;
+
+        assert_true(asprintf(&p, "%s%s", tree, path) > 0);
+        return lstat(p, &st) == 0;
+}
+
 /* Removes path (a file, a symlink or an empty directory) from tree. */
 static void tree_remove(const char *tree, const char *path)
 {
@@ -182,7 +197,17 @@ static char *tree_clean(void)
         tree_mkdir(t, "/var/tmp");
         tree_symlink(t, "/root/.bash_history", "/dev/null");
         tree_mkdir(t, "/root/.ssh");
+        tree_put(t, "/root/.ssh/id_ed25519.pub", "ssh-ed25519 AAAA root@build\n");
+        tree_put(t, "/root/.ssh/known_hosts", "example.org ssh-ed25519 AAAA\n");
         tree_put(t, "/home/alice/.profile", "PS1='$ '\n");
+        tree_put(t, "/home/alice/.ssh/authorized_keys", "ssh-ed25519 AAAA alice\n"); /* the kickstart's sshkey */
+        tree_put(t, "/home/alice/.ssh/id_rsa.pub", "ssh-rsa AAAA alice\n");
+        tree_put(t, "/home/alice/.ssh/id_rsa-cert.pub", "ssh-rsa-cert-v01@openssh.com AAAA alice\n");
+        tree_put(t, "/home/alice/id_rsa", "not in ~/.ssh\n");
+        tree_put(t, "/home/carol/.ssh", "a file, not a directory\n");
+        tree_put(t, "/etc/NetworkManager/NetworkManager.conf", "[main]\nplugins=keyfile\n");
+        tree_mkdir(t, "/etc/NetworkManager/system-connections");
+        tree_put(t, "/etc/udev/rules.d/99-local.rules", "# nothing\n");
         tree_mkdir(t, "/home/alice/.bash_history"); /* not a file: not a history */
         tree_put(t, "/usr/lib/ingot/image.json", "{\"name\": \"test\", \"sysprep\": {\"keep\": []}}\n");
         return t;
@@ -282,6 +307,7 @@ static void test_every_leftover(void **state)
                 { "/var/cache/apt/srcpkgcache.bin", "apt package cache" },
                 { "/var/lib/NetworkManager/internal-1234-eth0.lease", "DHCP lease" },
                 { "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease", "apt package list" },
+                { "/var/lib/apt/lists/partial/half", "apt package list" },
                 { "/var/lib/dbus/machine-id", "D-Bus machine-id" },
                 { "/var/lib/dhclient/dhclient-eth0.lease", "DHCP lease" },
                 { "/var/lib/dhcp/dhclient.eth0.leases", "DHCP lease" },
@@ -335,6 +361,169 @@ static void test_every_leftover(void **state)
 
         img = image_new(TYPE_ROOT_X86_64, ROOT_EXT4, t);
         assert_findings(img, want, ELEMENTSOF(want));
+}
+
+static void test_private_keys(void **state)
+{
+        static const char *const want[][2] = {
+                { "/home/alice/.ssh/id_ed25519", "SSH private key" },
+                { "/home/bob smith/.ssh/id_ecdsa", "SSH private key" },
+                { "/root/.ssh/id_rsa", "SSH private key" },
+        };
+        _cleanup_free_ char *t = tree_clean(), *img = NULL;
+
+        tree_put(t, "/root/.ssh/id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+        tree_put(t, "/home/alice/.ssh/id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+        tree_put(t, "/home/alice/.ssh/id_ed25519.pub", "ssh-ed25519 AAAA alice\n");
+        tree_put(t, "/home/bob smith/.ssh/id_ecdsa", "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+        tree_put(t, "/home/bob smith/.ssh/id_ecdsa.pub", "ecdsa-sha2-nistp256 AAAA bob\n");
+        img = image_new(TYPE_ROOT_X86_64, ROOT_EXT4, t);
+        assert_findings(img, want, ELEMENTSOF(want));
+}
+
+static void test_network_state(void **state)
+{
+        static const char *const want[][2] = {
+                { "/etc/NetworkManager/system-connections/Wired connection 1.nmconnection",
+                  "NetworkManager connection" },
+                { "/etc/NetworkManager/system-connections/vpn.nmconnection", "NetworkManager connection" },
+                { "/etc/udev/rules.d/70-persistent-net.rules", "udev persistent network names" },
+                { "/var/lib/NetworkManager/dhclient-eth0.conf", "NetworkManager state" },
+                { "/var/lib/NetworkManager/internal-5678-eth0.lease", "DHCP lease" },
+                { "/var/lib/NetworkManager/secret_key", "NetworkManager state" },
+                { "/var/lib/NetworkManager/timestamps", "NetworkManager state" },
+                { "/var/lib/dhcpcd/eth0.lease", "DHCP lease" },
+                { "/var/lib/systemd/credential.secret", "systemd credential secret" },
+        };
+        _cleanup_free_ char *t = tree_clean(), *img = NULL;
+
+        tree_put(t, "/etc/NetworkManager/system-connections/Wired connection 1.nmconnection",
+                 "[connection]\nuuid=0b6b2c7e-3c1a-4e8f-9d51-6a3f6c2b1e11\n");
+        tree_put(t, "/etc/NetworkManager/system-connections/vpn.nmconnection", "[vpn-secrets]\npassword=s3cret\n");
+        tree_put(t, "/etc/udev/rules.d/70-persistent-net.rules",
+                 "SUBSYSTEM==\"net\", ATTR{address}==\"52:54:00:12:34:56\"\n");
+        tree_put(t, "/var/lib/NetworkManager/secret_key", "0123456789abcdef");
+        tree_put(t, "/var/lib/NetworkManager/timestamps", "[timestamps]\n");
+        tree_put(t, "/var/lib/NetworkManager/dhclient-eth0.conf", "send host-name \"build\";\n");
+        tree_put(t, "/var/lib/NetworkManager/internal-5678-eth0.lease", "ADDRESS=10.0.2.15\n");
+        tree_put(t, "/var/lib/dhcpcd/eth0.lease", "lease\n");
+        tree_put(t, "/var/lib/systemd/credential.secret", "0123456789abcdef");
+        img = image_new(TYPE_ROOT_X86_64, ROOT_EXT4, t);
+        assert_findings(img, want, ELEMENTSOF(want));
+}
+
+/* Every rule of the table, planted once: the gate names each (with the
+ * rule's reason) and the build's sysprep removes each. */
+static void test_every_rule(void **state)
+{
+        _cleanup_free_ char *t = tree_clean(), *img = NULL, *img2 = NULL;
+        _cleanup_strv_free_ char **planted = NULL;
+        struct hygiene_finding *f = NULL;
+        size_t n = 0;
+
+        for (size_t i = 0; i < sysprep_n_rules; i++) {
+                const struct sysprep_rule *rule = &sysprep_rules[i];
+                _cleanup_free_ char *name = strdup(rule->glob), *path = NULL;
+
+                assert_non_null(name);
+                for (char *c = name; *c; c++)
+                        if (*c == '*')
+                                *c = 'x';
+                assert_true(sysprep_rule_matches_name(rule, name));
+                assert_true(asprintf(&path, "%s%s/%s", rule->dir[0] == '~' ? "/root" : "",
+                                     rule->dir + (rule->dir[0] == '~'), name) > 0);
+                if (tree_has(t, path)) /* the clean tree's harmless one */
+                        tree_remove(t, path);
+                tree_put(t, path, "planted\n");
+                assert_int_equal(strv_extend(&planted, path), 0);
+        }
+        img = image_new(TYPE_ROOT_X86_64, ROOT_EXT4, t);
+        assert_int_equal(scan(img, &f, &n), (int)sysprep_n_rules);
+        for (size_t i = 0; i < sysprep_n_rules; i++) {
+                bool found = false;
+
+                for (size_t k = 0; k < n; k++)
+                        if (streq(f[k].path, planted[i])) {
+                                assert_string_equal(f[k].reason, sysprep_rules[i].reason);
+                                found = true;
+                        }
+                if (!found)
+                        fprintf(stderr, "not found: %s\n", planted[i]);
+                assert_true(found);
+        }
+        hygiene_findings_free(f, n);
+
+        assert_int_equal(customize_sysprep(t, NULL), 0);
+        img2 = image_new(TYPE_ROOT_X86_64, ROOT_EXT4, t);
+        assert_clean(img2);
+}
+
+/* The build's sysprep on everything the gate knows: what it leaves passes
+ * the gate, and it leaves what is wanted. */
+static void test_sysprep_then_gate(void **state)
+{
+        static const char *const wanted[] = {
+                "/root/.ssh/id_ed25519.pub",
+                "/root/.ssh/known_hosts",
+                "/home/alice/.ssh/authorized_keys",
+                "/home/alice/.ssh/id_rsa.pub",
+                "/home/alice/.ssh/id_rsa-cert.pub",
+                "/home/alice/id_rsa",
+                "/etc/NetworkManager/NetworkManager.conf",
+                "/etc/NetworkManager/system-connections",
+                "/etc/udev/rules.d/99-local.rules",
+                "/var/lib/NetworkManager/NetworkManager.state",
+                "/var/lib/apt/lists/lock",
+                "/var/lib/apt/lists/partial",
+                "/var/log/empty.log",
+                "/etc/resolv.conf",
+                "/etc/machine-id",
+        };
+        static const char *const gone[] = {
+                "/root/.ssh/id_rsa",
+                "/root/.ssh/authorized_keys",
+                "/home/alice/.ssh/id_ed25519",
+                "/home/.hidden/.ssh/id_rsa",
+                "/home/bob smith/.bash_history",
+                "/etc/NetworkManager/system-connections/x.nmconnection",
+                "/etc/udev/rules.d/70-persistent-net.rules",
+                "/var/lib/NetworkManager/secret_key",
+                "/var/lib/systemd/network/lease-2",
+                "/var/lib/apt/lists/partial/half",
+                "/var/log/my dir/deep er/x y.log",
+                "/tmp/dir",
+        };
+        char *keep[] = { (char *)"/root/.ssh/authorized_keys", NULL };
+        _cleanup_free_ char *t = tree_clean(), *img = NULL, *t2 = tree_clean(), *img2 = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(gone); i++)
+                tree_put(t, gone[i], "planted\n");
+        tree_put(t, "/var/log/my dir/deep er/empty", "");
+        assert_int_equal(customize_sysprep(t, NULL), 0);
+        for (size_t i = 0; i < ELEMENTSOF(wanted); i++) {
+                if (!tree_has(t, wanted[i]))
+                        fprintf(stderr, "sysprep removed '%s'\n", wanted[i]);
+                assert_true(tree_has(t, wanted[i]));
+        }
+        for (size_t i = 0; i < ELEMENTSOF(gone); i++) {
+                if (tree_has(t, gone[i]))
+                        fprintf(stderr, "sysprep left '%s'\n", gone[i]);
+                assert_false(tree_has(t, gone[i]));
+        }
+        img = image_new(TYPE_ROOT_X86_64, ROOT_EXT4, t);
+        assert_clean(img);
+
+        /* kept: root's authorized_keys the kickstart wrote stays, and passes */
+        tree_remove(t2, "/usr/lib/ingot/image.json");
+        tree_put(t2, "/usr/lib/ingot/image.json",
+                 "{\"name\": \"test\", \"sysprep\": {\"keep\": [\"/root/.ssh/authorized_keys\"]}}\n");
+        tree_put(t2, "/root/.ssh/authorized_keys", "ssh-ed25519 AAAA admin\n");
+        tree_put(t2, "/root/.ssh/id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+        assert_int_equal(customize_sysprep(t2, keep), 0);
+        assert_true(tree_has(t2, "/root/.ssh/authorized_keys"));
+        assert_false(tree_has(t2, "/root/.ssh/id_rsa"));
+        img2 = image_new(TYPE_ROOT_X86_64, ROOT_EXT4, t2);
+        assert_clean(img2);
 }
 
 static void test_machine_id(void **state)
@@ -429,6 +618,10 @@ int main(void)
                 cmocka_unit_test(test_clean),
                 cmocka_unit_test(test_clean_variants),
                 cmocka_unit_test(test_every_leftover),
+                cmocka_unit_test(test_private_keys),
+                cmocka_unit_test(test_network_state),
+                cmocka_unit_test(test_every_rule),
+                cmocka_unit_test(test_sysprep_then_gate),
                 cmocka_unit_test(test_machine_id),
                 cmocka_unit_test(test_authorized_keys_kept),
                 cmocka_unit_test(test_refusals),
