@@ -486,8 +486,8 @@ static void test_files(void **state _unused_)
                              overlap) >= 0);
         assert_captured_line(expected);
 
-        /* a missing file is an error of its own kind, not bad input */
-        assert_int_equal(load_file("/nonexistent/x.deploy", &d), -ENOENT);
+        /* a missing file is bad input (exit 2), like a malformed one */
+        assert_int_equal(load_file("/nonexistent/x.deploy", &d), -EBADMSG);
         assert_captured("cannot read deployment file '/nonexistent/x.deploy'");
         assert_null(d);
 }
