@@ -4,10 +4,11 @@
  * ext4: mke2fs writes straight into the image at the partition's offset
  *   (-E offset=). e2fsprogs 1.47.0 (Debian 12) cannot read a tar with -d
  *   (that came in 1.47.1), so the tar is unpacked into a scratch tree inside
- *   a fakeroot session (fakeroot -s) and mke2fs -d runs in the same session
- *   (fakeroot -i): it sees the owners and modes the tar records, without
- *   root. mke2fs -d copies atime and ctime from the scratch tree, which
- *   differ from build to build, so afterwards debugfs sets both to
+ *   a fakeroot session and mke2fs -d runs in the same session: it sees the
+ *   owners and modes the tar records, without root. The session's faked is
+ *   ingot's own child (fakeroot_start), never a daemon that outlives a
+ *   killed ingot. mke2fs -d copies atime and ctime from the scratch tree,
+ *   which differ from build to build, so afterwards debugfs sets both to
  *   SOURCE_DATE_EPOCH on every inode in use (mtimes come from the tar,
  *   clamped to SOURCE_DATE_EPOCH; crtime and the superblock times from
  *   E2FSPROGS_FAKE_TIME; the UUID and the directory hash seed from the plan).
@@ -26,6 +27,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +54,10 @@ static const struct {
         const char *program;
         const char *package;
 } tool_packages[] = {
-        { "mke2fs", "e2fsprogs" },     { "debugfs", "e2fsprogs" }, { "dumpe2fs", "e2fsprogs" },
-        { "tune2fs", "e2fsprogs" },    { "mkfs.vfat", "dosfstools" }, { "mmd", "mtools" },        { "mcopy", "mtools" },
-        { "mkswap", "util-linux" },    { "fakeroot", "fakeroot" }, { "tar", "tar" },
+        { "mke2fs", "e2fsprogs" },  { "debugfs", "e2fsprogs" },    { "dumpe2fs", "e2fsprogs" },
+        { "tune2fs", "e2fsprogs" }, { "mkfs.vfat", "dosfstools" }, { "mmd", "mtools" },
+        { "mcopy", "mtools" },      { "mkswap", "util-linux" },    { "faked-sysv", "fakeroot" },
+        { "tar", "tar" },
 };
 
 static const char *tool_package(const char *program)
@@ -93,16 +97,6 @@ static bool is_out_of_space(const char *err)
         return false;
 }
 
-/* The program name in argv, past a "fakeroot ... --" prefix. */
-static const char *argv_program(const char *const *argv)
-{
-        if (streq(argv[0], "fakeroot"))
-                for (size_t i = 1; argv[i]; i++)
-                        if (streq(argv[i], "--") && argv[i + 1])
-                                return argv[i + 1];
-        return argv[0];
-}
-
 enum {
         RUN_CONTENT = 1 << 0, /* a failure may mean the content does not fit */
 };
@@ -115,7 +109,7 @@ static int fs_run(const struct fs_target *t, const char *const *argv, const char
         const struct part_entry *e = t->entry;
         struct run_options o = { .env = env };
         _cleanup_free_ char *out = NULL, *err = NULL;
-        const char *program = argv_program(argv);
+        const char *program = argv[0];
         char line[512], size[32];
         int r;
 
@@ -420,17 +414,160 @@ finish:
         return r;
 }
 
-/* Unpacks t->tar into tree inside a fakeroot session saved to state. */
-static int ext4_unpack(const struct fs_target *t, const char *tree, const char *state)
+/* fakeroot without its script. The script starts faked-sysv as a daemon
+ * (it forks away from its caller), so a SIGKILL of ingot left faked
+ * running under init, with its SysV message queues and semaphore. Here
+ * faked-sysv runs in the foreground as ingot's child with
+ * PR_SET_PDEATHSIG(SIGTERM): when ingot dies, faked gets SIGTERM, on
+ * which it removes its IPC objects and exits; the clients run by run_argv
+ * die with ingot too (SIGKILL). The clients get what the script gives them
+ * (fakeroot 1.31): FAKEROOTKEY, the library by LD_LIBRARY_PATH and
+ * LD_PRELOAD, FAKED_MODE. One faked serves the unpack and mke2fs: it reads
+ * its queue in order, so mke2fs's first stat is answered after tar's last
+ * chown is recorded, as the script's save file (-s, then -i) gave before;
+ * the image is the same byte for byte. */
+#define FAKEROOT_LIB "libfakeroot-sysv.so"
+#define FAKEROOT_START_TIMEOUT_MS 30000
+
+struct fakeroot {
+        pid_t pid; /* 0 = not running */
+        int stdout_fd;
+        char *key, *library_path, *preload; /* "NAME=VALUE" for the clients */
+};
+
+static const char *const fakeroot_lib_dirs[] = {
+#if defined(__x86_64__)
+        "/usr/lib/x86_64-linux-gnu/libfakeroot",
+#elif defined(__aarch64__)
+        "/usr/lib/aarch64-linux-gnu/libfakeroot",
+#endif
+        "/usr/lib64/libfakeroot",
+        "/usr/lib/libfakeroot",
+        "/usr/lib32/libfakeroot",
+};
+
+/* Stops faked (SIGTERM: it removes its IPC objects) and frees f. */
+static void fakeroot_stop(struct fakeroot *f)
 {
-        const char *untar[] = { "fakeroot",        "-s",   state,         "--", "tar",          "--extract",
-                                "--file",          t->tar, "--directory", tree, "--same-owner", "--same-permissions",
-                                "--numeric-owner", NULL };
+        if (f->pid > 0)
+                (void)run_stop(f->pid, SIGTERM);
+        if (f->stdout_fd >= 0)
+                close(f->stdout_fd);
+        free(f->key);
+        free(f->library_path);
+        free(f->preload);
+        *f = (struct fakeroot){ .stdout_fd = -1 };
+}
+
+/* Reads faked's "KEY:PID" line; the key is what the clients need. */
+static int fakeroot_read_key(int fd, char *buf, size_t size)
+{
+        size_t n = 0;
+
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                ssize_t k;
+                int q = poll(&p, 1, FAKEROOT_START_TIMEOUT_MS);
+
+                if (q < 0 && errno == EINTR)
+                        continue;
+                if (q < 0)
+                        return -errno;
+                if (q == 0)
+                        return -ETIMEDOUT;
+                k = read(fd, buf + n, size - 1 - n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        return -EPROTO;
+                n += (size_t)k;
+                buf[n] = '\0';
+                if (strchr(buf, '\n'))
+                        break;
+                if (n == size - 1)
+                        return -EPROTO;
+        }
+        buf[strcspn(buf, ":")] = '\0';
+        if (!buf[0] || strspn(buf, "0123456789") != strlen(buf))
+                return -EPROTO;
+        return 0;
+}
+
+static int fakeroot_start(const struct fs_target *t, struct fakeroot *ret)
+{
+        const char *argv[] = { "faked-sysv", "--foreground", NULL };
+        const char *env[] = { "FAKED_MODE=unknown-is-root", NULL };
+        const char *dir = NULL, *ld_path = getenv("LD_LIBRARY_PATH"), *ld_preload = getenv("LD_PRELOAD");
+        struct fakeroot f = { .stdout_fd = -1 };
+        char key[64];
+        int r;
+
+        /* as the script: a nested session would talk to the outer faked */
+        if (getenv("FAKEROOTKEY"))
+                return log_error_errno(-EINVAL,
+                                       "cannot run fakeroot for partition %u '%s': FAKEROOTKEY is set "
+                                       "(ingot runs under fakeroot), and fakeroot does not nest",
+                                       t->entry->number, t->entry->name);
+        for (size_t i = 0; i < ELEMENTSOF(fakeroot_lib_dirs) && !dir; i++) {
+                _cleanup_free_ char *lib = NULL;
+
+                if (asprintf(&lib, "%s/" FAKEROOT_LIB, fakeroot_lib_dirs[i]) < 0)
+                        return log_oom();
+                if (access(lib, R_OK) == 0)
+                        dir = fakeroot_lib_dirs[i];
+        }
+        if (!dir)
+                return log_error_errno(-ENOENT,
+                                       "cannot find " FAKEROOT_LIB " for partition %u '%s' (install the "
+                                       "package 'fakeroot')",
+                                       t->entry->number, t->entry->name);
+
+        r = run_spawn(argv, &(struct run_options){ .env = env }, SIGTERM, &f.pid, &f.stdout_fd);
+        if (r == -ENOENT)
+                return log_error_errno(r,
+                                       "cannot run faked-sysv for partition %u '%s': %m (install the package "
+                                       "'fakeroot')",
+                                       t->entry->number, t->entry->name);
+        if (r < 0)
+                return log_error_errno(r, "cannot run faked-sysv for partition %u '%s': %m", t->entry->number,
+                                       t->entry->name);
+        r = fakeroot_read_key(f.stdout_fd, key, sizeof(key));
+        if (r < 0) {
+                fakeroot_stop(&f);
+                return log_error_errno(r, "faked-sysv did not start for partition %u '%s': %s", t->entry->number,
+                                       t->entry->name,
+                                       r == -ETIMEDOUT ? "it printed no key in 30 s"
+                                       : r == -EPROTO  ? "it printed no KEY:PID line"
+                                                       : strerror(-r));
+        }
+        if (asprintf(&f.key, "FAKEROOTKEY=%s", key) < 0)
+                f.key = NULL;
+        if (asprintf(&f.library_path, "LD_LIBRARY_PATH=%s%s%s", dir, ld_path ? ":" : "", ld_path ? ld_path : "") < 0)
+                f.library_path = NULL;
+        if (asprintf(&f.preload, "LD_PRELOAD=" FAKEROOT_LIB "%s%s", ld_preload ? ":" : "",
+                     ld_preload ? ld_preload : "") < 0)
+                f.preload = NULL;
+        if (!f.key || !f.library_path || !f.preload) {
+                fakeroot_stop(&f);
+                return log_oom();
+        }
+        *ret = f;
+        return 0;
+}
+
+/* Unpacks t->tar into tree inside the fakeroot session f. */
+static int ext4_unpack(const struct fs_target *t, const struct fakeroot *f, const char *tree)
+{
+        const char *untar[] = { "tar",          "--extract",          "--file",          t->tar, "--directory", tree,
+                                "--same-owner", "--same-permissions", "--numeric-owner", NULL };
+        const char *env[] = { f->key, f->library_path, f->preload, "FAKED_MODE=unknown-is-root", NULL };
         int r;
 
         if (mkdir(tree, 0755) < 0)
                 return log_error_errno(-errno, "cannot create '%s': %m", tree);
-        r = fs_run(t, untar, NULL, 0, NULL);
+        r = fs_run(t, untar, env, 0, NULL);
         if (r < 0)
                 return r;
         clamp_epoch = t->source_date_epoch;
@@ -442,9 +579,10 @@ static int ext4_unpack(const struct fs_target *t, const char *tree, const char *
 static int ext4_make(const struct fs_target *t)
 {
         const struct part_entry *e = t->entry;
-        _cleanup_free_ char *tree = NULL, *state = NULL, *device = NULL, *ext = NULL, *size = NULL, *fake = NULL;
+        _cleanup_free_ char *tree = NULL, *device = NULL, *ext = NULL, *size = NULL, *fake = NULL;
         char uuid[ID128_STRING_MAX], seed[ID128_STRING_MAX];
-        const char *env[2];
+        struct fakeroot f = { .stdout_fd = -1 };
+        const char *env[2], *mke2fs_env[6] = { NULL };
         const char *argv[32];
         size_t k = 0;
         int r;
@@ -457,23 +595,23 @@ static int ext4_make(const struct fs_target *t)
             asprintf(&size, "%" PRIu64 "k", e->size / 1024) < 0 ||
             asprintf(&device, "%s?offset=%" PRIu64, t->image, e->start) < 0)
                 return log_oom();
-        env[0] = fake;
+        env[0] = mke2fs_env[0] = fake;
         env[1] = NULL;
 
         if (t->tar) {
                 r = scratch_path(t, "tree", &tree);
                 if (r < 0)
                         return r;
-                r = scratch_path(t, "fakeroot", &state);
+                r = fakeroot_start(t, &f);
                 if (r < 0)
                         return r;
-                r = ext4_unpack(t, tree, state);
+                r = ext4_unpack(t, &f, tree);
                 if (r < 0)
                         goto finish;
-                argv[k++] = "fakeroot";
-                argv[k++] = "-i";
-                argv[k++] = state;
-                argv[k++] = "--";
+                mke2fs_env[1] = f.key;
+                mke2fs_env[2] = f.library_path;
+                mke2fs_env[3] = f.preload;
+                mke2fs_env[4] = "FAKED_MODE=unknown-is-root";
         }
         argv[k++] = "mke2fs";
         argv[k++] = "-q";
@@ -504,7 +642,8 @@ static int ext4_make(const struct fs_target *t)
         argv[k++] = size;
         argv[k] = NULL;
 
-        r = fs_run(t, argv, env, RUN_CONTENT, NULL);
+        r = fs_run(t, argv, mke2fs_env, RUN_CONTENT, NULL);
+        fakeroot_stop(&f);
         if (r < 0)
                 goto finish;
         if (tree)
@@ -519,10 +658,9 @@ static int ext4_make(const struct fs_target *t)
                 r = fs_run(t, tune, env, 0, &out);
         }
 finish:
+        fakeroot_stop(&f);
         if (tree)
                 remove_tree(tree);
-        if (state)
-                unlink(state);
         return r;
 }
 

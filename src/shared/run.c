@@ -88,13 +88,20 @@ static long long now_ms(void)
 }
 
 _noreturn_ static void child(const char *const *argv, const struct run_options *o, char **env, int out_w, int err_w,
-                             int exec_w)
+                             int exec_w, pid_t parent, int deathsig)
 {
         int in;
 
         setpgid(0, 0);
-        /* Die with ingot: a killed build leaves no mke2fs writing on. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Die with ingot: a killed build leaves no mke2fs writing on. An
+         * ingot killed before the prctl() would go unnoticed, so the
+         * parent is checked after it. */
+        if (prctl(PR_SET_PDEATHSIG, deathsig) < 0)
+                goto fail;
+        if (getppid() != parent) {
+                errno = ESRCH;
+                goto fail;
+        }
         if (o->stdin_fd == RUN_STDIN_INHERIT)
                 in = STDIN_FILENO;
         else if (o->stdin_fd > 0)
@@ -124,7 +131,7 @@ int run_argv(const char *const *argv, const struct run_options *opts, char **ret
         long long deadline = o->timeout_sec ? now_ms() + (long long)o->timeout_sec * 1000 : 0;
         bool timed_out = false;
         int status = 0, r = 0, exec_errno = 0;
-        pid_t pid;
+        pid_t pid, parent = getpid();
 
         env = build_env(o->env);
         if (!env)
@@ -141,7 +148,7 @@ int run_argv(const char *const *argv, const struct run_options *opts, char **ret
                 goto finish;
         }
         if (pid == 0)
-                child(argv, o, env, o->stdout_fd > 0 ? o->stdout_fd : outp[1], errp[1], execp[1]);
+                child(argv, o, env, o->stdout_fd > 0 ? o->stdout_fd : outp[1], errp[1], execp[1], parent, SIGKILL);
         setpgid(pid, pid); /* also from here, so a kill cannot race the child's own call */
 
         close(errp[1]);
@@ -240,6 +247,73 @@ finish:
         free(out.data);
         free(err.data);
         return r;
+}
+
+int run_spawn(const char *const *argv, const struct run_options *opts, int deathsig, pid_t *ret_pid, int *ret_stdout_fd)
+{
+        static const struct run_options defaults = { 0 };
+        const struct run_options *o = opts ? opts : &defaults;
+        int outp[2] = { -1, -1 }, execp[2] = { -1, -1 }, null_fd = -1, exec_errno = 0, r = 0;
+        _cleanup_free_ char **env = NULL;
+        pid_t pid, parent = getpid();
+        ssize_t n;
+
+        env = build_env(o->env);
+        if (!env)
+                return -ENOMEM;
+        null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null_fd < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0) {
+                r = -errno;
+                goto finish;
+        }
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                goto finish;
+        }
+        if (pid == 0)
+                child(argv, o, env, outp[1], null_fd, execp[1], parent, deathsig);
+        setpgid(pid, pid);
+        close(execp[1]);
+        execp[1] = -1;
+        /* EOF once exec succeeded (the pipe is O_CLOEXEC), else its errno */
+        do
+                n = read(execp[0], &exec_errno, sizeof(exec_errno));
+        while (n < 0 && errno == EINTR);
+        if (n == (ssize_t)sizeof(exec_errno)) {
+                while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+                r = exec_errno > 0 ? -exec_errno : -EIO;
+                goto finish;
+        }
+        *ret_pid = pid;
+        *ret_stdout_fd = TAKE_FD(outp[0]);
+finish:
+        for (size_t i = 0; i < 2; i++) {
+                if (outp[i] >= 0)
+                        close(outp[i]);
+                if (execp[i] >= 0)
+                        close(execp[i]);
+        }
+        if (null_fd >= 0)
+                close(null_fd);
+        return r;
+}
+
+int run_stop(pid_t pid, int sig)
+{
+        int status;
+
+        if (sig > 0)
+                (void)kill(pid, sig);
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+        if (WIFSIGNALED(status))
+                return 128 + WTERMSIG(status);
+        return -EIO;
 }
 
 const char *run_output_line(const char *s, bool last, char *buf, size_t size)

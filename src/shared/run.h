@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct run_options {
         const char *const *env; /* "KEY=VALUE" entries set (or overridden) in the child; NULL = none */
@@ -23,6 +24,19 @@ struct run_options {
  * (stderr: its last 64 KiB) as NUL-terminated strings the caller frees,
  * set whatever the outcome once the program ran. */
 int run_argv(const char *const *argv, const struct run_options *o, char **ret_stdout, char **ret_stderr);
+
+/* Starts argv in the background, for a helper that serves while others
+ * run (faked-sysv). Its stdout is a pipe whose read end (O_CLOEXEC) goes
+ * to *ret_stdout_fd, which the caller closes; its stderr is discarded.
+ * deathsig is sent to it when ingot dies (PR_SET_PDEATHSIG), so it never
+ * outlives ingot: SIGTERM for one that must clean up, SIGKILL otherwise.
+ * Returns 0 once the program was exec'd, or a negative errno (-ENOENT: no
+ * such program). The caller must end it with run_stop(). */
+int run_spawn(const char *const *argv, const struct run_options *o, int deathsig, pid_t *ret_pid, int *ret_stdout_fd);
+
+/* Sends sig to a program run_spawn() started (none when sig is 0) and
+ * waits for it; returns what run_argv() would for its end. */
+int run_stop(pid_t pid, int sig);
 
 /* The first line of s (or the last non-empty one when last), copied into
  * buf, for one-line error messages. */

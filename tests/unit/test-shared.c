@@ -2,13 +2,19 @@
  * and the UUID text form, whole-file I/O. */
 #include "config.h"
 
+#include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "shared/fileio.h"
@@ -182,13 +188,122 @@ static void test_run_argv(void **state)
         }
 }
 
+/* True once pid has ended (gone, or a zombie of whoever reaps orphans). */
+static bool ended_within(pid_t pid, int seconds)
+{
+        for (int i = 0; i < seconds * 100; i++) {
+                char path[64], buf[512], *p;
+                FILE *f;
+                size_t n;
+
+                snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+                f = fopen(path, "re");
+                if (!f)
+                        return true;
+                n = fread(buf, 1, sizeof(buf) - 1, f);
+                fclose(f);
+                buf[n] = '\0';
+                p = strrchr(buf, ')');
+                if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
+                        return true;
+                nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+        }
+        return false;
+}
+
+/* A process that starts "sleep 60" by run_spawn() (spawn) or run_argv(),
+ * sends its pid up the pipe, and is then SIGKILLed: the sleep must end
+ * with it (PR_SET_PDEATHSIG). */
+static void check_dies_with_parent(bool spawn)
+{
+        int p[2];
+        pid_t mid, sleeper = 0;
+
+        assert_int_equal(pipe(p), 0);
+        mid = fork();
+        assert_true(mid >= 0);
+        if (mid == 0) {
+                const char *argv[] = { "sleep", "60", NULL };
+                pid_t pid;
+                int fd;
+
+                close(p[0]);
+                if (spawn) {
+                        if (run_spawn(argv, NULL, SIGKILL, &pid, &fd) < 0)
+                                _exit(1);
+                        (void)!write(p[1], &pid, sizeof(pid));
+                        pause();
+                } else {
+                        /* run_argv() does not say the pid: the child does, on fd 3 */
+                        const char *sh[] = { "sh", "-c", "echo $$ >&3; exec sleep 60", NULL };
+
+                        if (dup2(p[1], 3) < 0)
+                                _exit(1);
+                        run_argv(sh, NULL, NULL, NULL);
+                }
+                _exit(0);
+        }
+        close(p[1]);
+        if (spawn)
+                assert_int_equal(read(p[0], &sleeper, sizeof(sleeper)), (ssize_t)sizeof(sleeper));
+        else {
+                char buf[32] = "";
+                ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+
+                assert_true(n > 0);
+                sleeper = (pid_t)strtol(buf, NULL, 10);
+        }
+        close(p[0]);
+        assert_true(sleeper > 0);
+        assert_false(ended_within(sleeper, 0));
+        kill(mid, SIGKILL);
+        assert_int_equal(waitpid(mid, NULL, 0), mid);
+        assert_true(ended_within(sleeper, 5));
+}
+
+static void test_run_spawn(void **state)
+{
+        {
+                const char *argv[] = { "sh", "-c", "echo KEY:$$; exec sleep 30", NULL };
+                char buf[64] = "";
+                pid_t pid;
+                int fd;
+
+                assert_int_equal(run_spawn(argv, NULL, SIGKILL, &pid, &fd), 0);
+                assert_true(read(fd, buf, sizeof(buf) - 1) > 0);
+                assert_true(strncmp(buf, "KEY:", 4) == 0);
+                assert_int_equal(strtol(buf + 4, NULL, 10), pid);
+                assert_int_equal(run_stop(pid, SIGTERM), 128 + SIGTERM);
+                close(fd);
+        }
+        {
+                const char *argv[] = { "sh", "-c", "exit 4", NULL };
+                pid_t pid;
+                int fd;
+
+                assert_int_equal(run_spawn(argv, NULL, SIGKILL, &pid, &fd), 0);
+                assert_int_equal(run_stop(pid, 0), 4);
+                close(fd);
+        }
+        {
+                const char *argv[] = { "ingot-no-such-program", NULL };
+                pid_t pid = 0;
+                int fd = -1;
+
+                assert_int_equal(run_spawn(argv, NULL, SIGKILL, &pid, &fd), -ENOENT);
+                assert_int_equal(fd, -1);
+        }
+        check_dies_with_parent(true);
+        check_dies_with_parent(false);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_size),   cmocka_unit_test(test_parse_uint64_boolean),
                 cmocka_unit_test(test_strv),         cmocka_unit_test(test_id128_roundtrip),
                 cmocka_unit_test(test_id128_derive), cmocka_unit_test(test_fileio),
-                cmocka_unit_test(test_run_argv),
+                cmocka_unit_test(test_run_argv),     cmocka_unit_test(test_run_spawn),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
