@@ -143,11 +143,14 @@ static bool valid_abs_path(const char *s)
 
 /* ---- the lexer ---- */
 
-static int split_words(const char *line, char *word, char ***ret, const char **ret_error)
+/* ret_spans (optional): where each word's raw text (quotes and all) is in
+ * line, as [start, end) pairs of offsets, two per word. */
+static int split_words(const char *line, char *word, char ***ret, size_t **ret_spans, const char **ret_error)
 {
         _cleanup_strv_erase_ char **l = NULL;
+        _cleanup_free_ size_t *spans = NULL;
+        size_t n = 0, n_words = 0, start = 0;
         bool in_word = false;
-        size_t n = 0;
         int r;
 
         for (const char *p = line;;) {
@@ -158,6 +161,16 @@ static int split_words(const char *line, char *word, char ***ret, const char **r
                                 r = strv_consume(&l, strndup(word, n));
                                 if (r < 0)
                                         return r;
+                                if (ret_spans) {
+                                        size_t *m = reallocarray(spans, 2 * (n_words + 1), sizeof(*m));
+
+                                        if (!m)
+                                                return -ENOMEM;
+                                        spans = m;
+                                        spans[2 * n_words] = start;
+                                        spans[2 * n_words + 1] = (size_t)(p - line);
+                                }
+                                n_words++;
                                 in_word = false;
                                 n = 0;
                         }
@@ -168,6 +181,8 @@ static int split_words(const char *line, char *word, char ***ret, const char **r
                 }
                 if (c == '#' && !in_word)
                         break;
+                if (!in_word)
+                        start = (size_t)(p - line);
                 in_word = true;
                 if (c == '\'') {
                         const char *e = strchr(p + 1, '\'');
@@ -209,10 +224,12 @@ static int split_words(const char *line, char *word, char ***ret, const char **r
                         return -ENOMEM;
         }
         *ret = TAKE_PTR(l);
+        if (ret_spans)
+                *ret_spans = TAKE_PTR(spans);
         return 0;
 }
 
-int ks_split_words(const char *line, char ***ret, const char **ret_error)
+static int split_words_spans(const char *line, char ***ret, size_t **ret_spans, const char **ret_error)
 {
         const char *error = NULL;
         size_t size = strlen(line) + 1;
@@ -223,7 +240,7 @@ int ks_split_words(const char *line, char ***ret, const char **ret_error)
         word = malloc(size);
         if (!word)
                 return -ENOMEM;
-        r = split_words(line, word, ret, &error);
+        r = split_words(line, word, ret, ret_spans, &error);
         explicit_bzero(word, size);
         free(word);
         if (ret_error)
@@ -231,19 +248,35 @@ int ks_split_words(const char *line, char ***ret, const char **ret_error)
         return r;
 }
 
+int ks_split_words(const char *line, char ***ret, const char **ret_error)
+{
+        return split_words_spans(line, ret, NULL, ret_error);
+}
+
 /* ---- the parser state ---- */
+
+/* A file as read, kept until the digest is taken, and the secrets found in
+ * it: [start, end) byte ranges the digest sees as KS_SECRET_MARKER. */
+struct ks_read_file {
+        char *data;
+        size_t size;
+        size_t *secrets; /* start, end pairs, in increasing order */
+        size_t n_secrets;
+};
 
 struct ks_parser {
         struct kickstart *ks;
         const uint8_t *salt_seed;
-        EVP_MD_CTX *md;
         size_t total_size;
         size_t n_files;
+        struct ks_read_file *read; /* n_files of them, in the order read */
+        size_t line_offset;        /* of the line being parsed, in its file */
 
         /* The files being read, outermost first: their canonical paths to
          * find cycles, their names for the message. */
         char *stack_ids[KS_INCLUDE_DEPTH_MAX + 1];
         const char *stack_names[KS_INCLUDE_DEPTH_MAX + 1];
+        size_t stack_files[KS_INCLUDE_DEPTH_MAX + 1]; /* their index in read[] */
         unsigned depth;
 
         bool has_content;
@@ -1668,11 +1701,151 @@ static int ks_check_text(const char *file, const char *data, size_t size)
         return 0;
 }
 
+/* ---- the digest ---- */
+
+/* What the digest sees instead of a secret. */
+#define KS_SECRET_MARKER "<secret>"
+
+/* The kickstart's digest goes into the manifest, image.json and the seed
+ * of every derived GUID, all readable by anyone with the image; a plain
+ * SHA-256 of a file with "rootpw --plaintext hunter2" in it would let them
+ * test guesses offline at hash speed. So the digest covers the text with
+ * the value of each option below replaced by KS_SECRET_MARKER. Crypted
+ * hashes (--iscrypted) are replaced too: that hash is in the image's
+ * /etc/shadow anyway, but one rule, "no password value reaches the
+ * digest", is easier to trust than one with exceptions. Options ingot
+ * refuses are listed as well: the parse fails before any digest is
+ * taken, and the list stays right if one is accepted some day. */
+static const struct ks_secret {
+        const char *command;
+        bool args; /* its arguments (not options) are secrets: rootpw's password */
+        const char *options[3];
+} ks_secrets[] = {
+        { "rootpw", true, { NULL } },
+        { "user", false, { "--password" } },
+        { "bootloader", false, { "--password", "--md5pass" } },
+        { "part", false, { "--passphrase" } },
+        { "partition", false, { "--passphrase" } },
+        { "autopart", false, { "--passphrase" } },
+        { "network", false, { "--wpakey" } },
+};
+
+static bool ks_secret_option(const struct ks_secret *k, const char *w, size_t len)
+{
+        for (size_t i = 0; i < ELEMENTSOF(k->options) && k->options[i]; i++)
+                if (strlen(k->options[i]) == len && strncmp(k->options[i], w, len) == 0)
+                        return true;
+        return false;
+}
+
+static int ks_add_secret(struct ks_parser *p, size_t start, size_t end)
+{
+        struct ks_read_file *f = &p->read[p->stack_files[p->depth - 1]];
+        size_t *n;
+
+        n = reallocarray(f->secrets, 2 * (f->n_secrets + 1), sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        f->secrets = n;
+        n[2 * f->n_secrets] = start;
+        n[2 * f->n_secrets + 1] = end;
+        f->n_secrets++;
+        return 0;
+}
+
+/* Records where the secrets of a command line are in its file. argv[i]'s
+ * raw text is spans[2i] to spans[2i + 1] from offset. Words are told
+ * apart as ks_parse_args() does: an argument is a word that does not start
+ * with '-' (or is "-"), "--opt=value" carries its value, and "--opt value"
+ * takes the next word unless it starts with "--". */
+static int ks_note_secrets(struct ks_parser *p, char **argv, const size_t *spans, size_t offset)
+{
+        const char *data = p->read[p->stack_files[p->depth - 1]].data;
+        const struct ks_secret *k = NULL;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(ks_secrets); i++)
+                if (streq(ks_secrets[i].command, argv[0]))
+                        k = &ks_secrets[i];
+        if (!k)
+                return 0;
+        for (size_t i = 1; argv[i]; i++) {
+                const char *w = argv[i], *eq;
+                size_t start = offset + spans[2 * i], end = offset + spans[2 * i + 1];
+
+                if (w[0] != '-' || w[1] == '\0') {
+                        if (k->args && (r = ks_add_secret(p, start, end)) < 0)
+                                return r;
+                        continue;
+                }
+                eq = strchr(w, '=');
+                if (!ks_secret_option(k, w, eq ? (size_t)(eq - w) : strlen(w)))
+                        continue;
+                if (eq) {
+                        /* the raw word's first '=' ends the name: names hold none */
+                        const char *raw = memchr(data + start, '=', end - start);
+
+                        r = ks_add_secret(p, raw ? (size_t)(raw - data) + 1 : start, end);
+                } else if (argv[i + 1] && !startswith(argv[i + 1], "--")) {
+                        i++;
+                        r = ks_add_secret(p, offset + spans[2 * i], offset + spans[2 * i + 1]);
+                } else
+                        r = 0;
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* SHA-256 over every file read, in the order read, each with its secrets
+ * replaced by KS_SECRET_MARKER. */
+static int ks_digest(const struct ks_parser *p, uint8_t ret[static 32])
+{
+        _cleanup_(md_ctx_freep) EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+        if (!md)
+                return -ENOMEM;
+        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+                return -EIO;
+        for (size_t i = 0; i < p->n_files; i++) {
+                const struct ks_read_file *f = &p->read[i];
+                size_t pos = 0;
+
+                for (size_t k = 0; k < f->n_secrets; k++) {
+                        size_t start = f->secrets[2 * k], end = f->secrets[2 * k + 1];
+
+                        if (start < pos || end < start || end > f->size)
+                                return -EINVAL; /* a bug, not input */
+                        if (EVP_DigestUpdate(md, f->data + pos, start - pos) != 1 ||
+                            EVP_DigestUpdate(md, KS_SECRET_MARKER, strlen(KS_SECRET_MARKER)) != 1)
+                                return -EIO;
+                        pos = end;
+                }
+                if (EVP_DigestUpdate(md, f->data + pos, f->size - pos) != 1)
+                        return -EIO;
+        }
+        if (EVP_DigestFinal_ex(md, ret, NULL) != 1)
+                return -EIO;
+        return 0;
+}
+
+static void ks_parser_done(struct ks_parser *p)
+{
+        for (size_t i = 0; i < p->n_files; i++) {
+                explicit_bzero(p->read[i].data, p->read[i].size);
+                free(p->read[i].data);
+                free(p->read[i].secrets);
+        }
+        free(p->read);
+}
+
 /* Reads a file once: counts it against the limits, records its name and
- * feeds it to the digest. On success *ret_name points into ks->files. */
+ * keeps a copy for the digest (ks_digest). On success *ret_name points
+ * into ks->files. */
 static int ks_add_file(struct ks_parser *p, const struct ks_loc *loc, const char *name, const char *data, size_t size,
                        const char **ret_name)
 {
+        struct ks_read_file *n;
         int r;
 
         if (loc && p->n_files >= KS_FILES_MAX)
@@ -1683,8 +1856,14 @@ static int ks_add_file(struct ks_parser *p, const struct ks_loc *loc, const char
         r = strv_extend(&p->ks->files, name);
         if (r < 0)
                 return r;
-        if (EVP_DigestUpdate(p->md, data, size) != 1)
-                return -EIO;
+        n = reallocarray(p->read, p->n_files + 1, sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        p->read = n;
+        n[p->n_files] = (struct ks_read_file){ .data = malloc(size ? size : 1), .size = size };
+        if (!n[p->n_files].data)
+                return -ENOMEM;
+        memcpy(n[p->n_files].data, data, size);
         p->total_size += size;
         p->n_files++;
         *ret_name = p->ks->files[strv_length(p->ks->files) - 1];
@@ -1698,6 +1877,7 @@ static int ks_push(struct ks_parser *p, const char *name, const char *id, const 
         p->stack_ids[p->depth] = strdup(id);
         if (!p->stack_ids[p->depth])
                 return ks_oom();
+        p->stack_files[p->depth] = p->n_files - 1; /* ks_add_file() came just before */
         p->stack_names[p->depth++] = name;
         r = ks_parse_text(p, name, data, size);
         p->depth--;
@@ -1772,6 +1952,7 @@ static int ks_include(struct ks_parser *p, const struct ks_loc *loc, char **argv
 static int ks_line(struct ks_parser *p, struct ks_section *s, const struct ks_loc *loc, char *line)
 {
         _cleanup_strv_erase_ char **argv = NULL;
+        _cleanup_free_ size_t *spans = NULL;
         const char *error = NULL, *t = line + strspn(line, " \t\r\f\v");
         int r;
 
@@ -1802,13 +1983,16 @@ static int ks_line(struct ks_parser *p, struct ks_section *s, const struct ks_lo
 
         if (t[0] == '\0' || t[0] == '#')
                 return 0;
-        r = ks_split_words(t, &argv, &error);
+        r = split_words_spans(t, &argv, &spans, &error);
         if (r == -EBADMSG)
                 return log_syntax(loc->file, loc->line, "%s", error);
         if (r < 0)
                 return r;
         if (!argv[0])
                 return 0;
+        r = ks_note_secrets(p, argv, spans, p->line_offset + (size_t)(t - line));
+        if (r < 0)
+                return r;
         if (argv[0][0] == '%') {
                 if (streq(argv[0], "%include"))
                         return ks_include(p, loc, argv);
@@ -1842,6 +2026,7 @@ static int ks_parse_text(struct ks_parser *p, const char *file, const char *data
                 copy = strndup(data + pos, len);
                 if (!copy)
                         return ks_oom();
+                p->line_offset = pos;
                 pos += nl ? (size_t)(nl - (data + pos)) + 1 : size - pos;
                 r = ks_line(p, &s, &loc, copy);
                 if (r < 0)
@@ -1871,35 +2056,32 @@ static int ks_parse_top(const char *name, const char *id, const char *data, size
                         const struct ks_parse_options *opts, struct kickstart **ret)
 {
         _cleanup_(kickstart_freep) struct kickstart *ks = NULL;
-        _cleanup_(md_ctx_freep) EVP_MD_CTX *md = NULL;
-        struct ks_parser p = {};
+        _cleanup_(ks_parser_done) struct ks_parser p = {};
         const char *file;
         int r;
 
         if (size > KS_SIZE_MAX)
                 return log_syntax(name, 0, "kickstart too large (more than %zu MiB)", KS_SIZE_MAX / KS_MIB);
         ks = calloc(1, sizeof *ks);
-        md = EVP_MD_CTX_new();
-        if (!ks || !md)
+        if (!ks)
                 return log_error_errno(-ENOMEM, "cannot parse kickstart '%s': %m", name);
         ks->bootloader_timeout = -1;
         ks->firewall = -1;
         ks->network_onboot = -1;
-        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
-                return log_error_errno(-EIO, "cannot parse kickstart '%s': sha256 unavailable", name);
 
-        p = (struct ks_parser){ .ks = ks, .salt_seed = opts ? opts->salt_seed : NULL, .md = md };
+        p = (struct ks_parser){ .ks = ks, .salt_seed = opts ? opts->salt_seed : NULL };
         r = ks_add_file(&p, NULL, name, data, size, &file);
         if (r >= 0)
                 r = ks_push(&p, file, id, data, size);
         if (r >= 0)
                 r = ks_verify(&p, name);
-        if (r >= 0 && EVP_DigestFinal_ex(md, ks->digest, NULL) != 1)
-                r = -EIO;
         if (r == -EBADMSG)
                 return r;
         if (r < 0)
                 return log_error_errno(r, "cannot parse kickstart '%s': %m", name);
+        r = ks_digest(&p, ks->digest);
+        if (r < 0)
+                return log_error_errno(r, "cannot take the digest of kickstart '%s': %m", name);
         *ret = TAKE_PTR(ks);
         return 0;
 }

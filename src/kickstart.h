@@ -65,8 +65,14 @@ struct ks_script {
 };
 
 struct kickstart {
-        char **files;       /* every file read, the top one first, in order */
-        uint8_t digest[32]; /* SHA-256 over every file's bytes, in that order */
+        char **files; /* every file read, the top one first, in order */
+        /* SHA-256 over every file's bytes, in that order, with the value of
+         * each secret-carrying option (rootpw's password, user --password,
+         * bootloader --password, ...) replaced by "<secret>": it is
+         * published (manifest, image.json, the seed of the GUIDs) and must
+         * not be a guessing oracle for a password. Comments and %post
+         * bodies are covered as written. */
+        uint8_t digest[32];
 
         struct ks_part *parts;
         size_t n_parts;

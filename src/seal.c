@@ -590,6 +590,8 @@ static json_t *manifest_inputs(const struct seal_input *in)
                             json_pack("{s:s, s:o}", "file",
                                       base_name(s->template_path ? s->template_path : s->template->path), "sha256",
                                       json_hex(s->template->digest, 32)));
+        /* the kickstart's digest is taken with its passwords replaced
+         * (kickstart.h): this one is read by anyone with the image */
         if (s->kickstart)
                 ks = json_pack("{s:s, s:o}", "file",
                                base_name(s->kickstart_path ? s->kickstart_path : s->kickstart->files[0]), "sha256",

@@ -675,6 +675,101 @@ static void test_digest(void **state)
         kickstart_free(c);
 }
 
+static void assert_same_digest(const char *x, const char *y, bool same)
+{
+        struct kickstart *a = parse_ok(x), *b = parse_ok(y);
+
+        if ((memcmp(a->digest, b->digest, 32) == 0) != same)
+                print_error("the digests of\n%s\nand\n%s\nshould be %s\n", x, y, same ? "the same" : "different");
+        assert_true((memcmp(a->digest, b->digest, 32) == 0) == same);
+        kickstart_free(a);
+        kickstart_free(b);
+}
+
+/* The digest (manifest, image.json, the GUIDs' seed) must not let anyone
+ * with the image test password guesses: it sees each secret as a marker. */
+static void test_digest_secrets(void **state)
+{
+        static const char *const same[][2] = {
+                { "rootpw --plaintext secret\n", "rootpw --plaintext hunter2\n" },
+                { "rootpw secret # a comment\n", "rootpw 'another one' # a comment\n" },
+                { "rootpw --iscrypted '$y$j9T$abc$def'\n", "rootpw --iscrypted $6$salt$hash\n" },
+                { "lang C.UTF-8\nrootpw --plaintext \"a b\" --lock\n", "lang C.UTF-8\nrootpw --plaintext c --lock\n" },
+                { "user --name=bob --password=secret\n", "user --name=bob --password=other\n" },
+                { "user --name=bob --password secret --plaintext\n", "user --name=bob --password 'x y' --plaintext\n" },
+                { "user --name=bob --password=\"a b\"\n", "user --name=bob --password=c\n" },
+                { "user --name=bob --iscrypted --password=$6$salt$hash\n",
+                  "user --name=bob --iscrypted --password=$y$j9T$abc$def\n" },
+        };
+        static const char *const different[][2] = {
+                { "rootpw --plaintext s\n", "rootpw --iscrypted $6$salt$hash\n" },
+                { "rootpw --plaintext s\nlang C.UTF-8\n", "rootpw --plaintext s\nlang en_US.UTF-8\n" },
+                { "user --name=bob --password=s\n", "user --name=alice --password=s\n" },
+                { "user --name=bob --password=s --gecos x\n", "user --name=bob --password=s --gecos y\n" },
+                { "user --name=bob --password=s\n", "user --name=bob --password s\n" },
+                { "rootpw --plaintext s\n", "rootpw  --plaintext s\n" },
+        };
+        static const char with_secret[] = "lang C.UTF-8\nrootpw --plaintext secret\nuser --name=bob --password=pw\n";
+        static const char redacted[] =
+                "lang C.UTF-8\nrootpw --plaintext <secret>\nuser --name=bob --password=<secret>\n";
+        static const char no_secret[] = "rootpw --lock\nuser --name=bob --lock\n";
+        struct kickstart *ks;
+        uint8_t plain[32];
+
+        for (size_t i = 0; i < ELEMENTSOF(same); i++)
+                assert_same_digest(same[i][0], same[i][1], true);
+        for (size_t i = 0; i < ELEMENTSOF(different); i++)
+                assert_same_digest(different[i][0], different[i][1], false);
+
+        /* not the plain SHA-256 when a secret is there, but that of the
+         * text with the values replaced; the plain one when there is none */
+        ks = parse_ok(with_secret);
+        sha256_buffer(with_secret, strlen(with_secret), plain);
+        assert_memory_not_equal(ks->digest, plain, 32);
+        sha256_buffer(redacted, strlen(redacted), plain);
+        assert_memory_equal(ks->digest, plain, 32);
+        kickstart_free(ks);
+        ks = parse_ok(no_secret);
+        sha256_buffer(no_secret, strlen(no_secret), plain);
+        assert_memory_equal(ks->digest, plain, 32);
+        kickstart_free(ks);
+}
+
+/* A password in an included file is kept out of the digest too, and the
+ * files still count in the order read. */
+static void test_digest_secrets_include(void **state)
+{
+        char dir[] = "/tmp/test-kickstart-XXXXXX";
+        _cleanup_free_ char *main_path = NULL, *inc = NULL;
+        const char *passwords[] = { "rootpw --plaintext one\n", "rootpw --plaintext two\n" };
+        static const char main_text[] = "lang C.UTF-8\n%include inc.ks\ntimezone Etc/UTC\n";
+        static const char want_text[] =
+                "lang C.UTF-8\n%include inc.ks\ntimezone Etc/UTC\nrootpw --plaintext <secret>\n";
+        uint8_t digests[2][32], want[32];
+
+        assert_non_null(mkdtemp(dir));
+        assert_true(asprintf(&main_path, "%s/main.ks", dir) > 0);
+        assert_true(asprintf(&inc, "%s/inc.ks", dir) > 0);
+        assert_int_equal(write_file_atomic(main_path, main_text, strlen(main_text), 0644), 0);
+        for (size_t i = 0; i < 2; i++) {
+                struct kickstart *ks = NULL;
+                char *err;
+
+                assert_int_equal(write_file_atomic(inc, passwords[i], strlen(passwords[i]), 0644), 0);
+                capture_start();
+                assert_int_equal(kickstart_parse_file(main_path, NULL, &ks), 0);
+                err = capture_stop();
+                assert_string_equal(err, "");
+                free(err);
+                memcpy(digests[i], ks->digest, 32);
+                kickstart_free(ks);
+        }
+        assert_memory_equal(digests[0], digests[1], 32);
+        sha256_buffer(want_text, strlen(want_text), want);
+        assert_memory_equal(digests[0], want, 32);
+        assert_int_equal(rm_rf(dir), 0);
+}
+
 static void test_include_errors(void **state)
 {
         _cleanup_free_ char *cycle = NULL, *missing = NULL, *dir = NULL, *empty = NULL;
@@ -1064,6 +1159,7 @@ int main(void)
                 cmocka_unit_test(test_defaults),       cmocka_unit_test(test_commands),
                 cmocka_unit_test(test_warnings),       cmocka_unit_test(test_passwords),
                 cmocka_unit_test(test_include),        cmocka_unit_test(test_digest),
+                cmocka_unit_test(test_digest_secrets), cmocka_unit_test(test_digest_secrets_include),
                 cmocka_unit_test(test_include_errors), cmocka_unit_test(test_include_depth),
                 cmocka_unit_test(test_errors),         cmocka_unit_test(test_hostile),
                 cmocka_unit_test(test_read_errors),    cmocka_unit_test(test_examples),
