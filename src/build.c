@@ -22,6 +22,7 @@
 #include "shared/fileio.h"
 #include "shared/id128.h"
 #include "shared/log.h"
+#include "shared/proc-util.h"
 #include "shared/run.h"
 #include "shared/time-util.h"
 #include "sign.h"
@@ -73,7 +74,7 @@ static void sweep_stale_work(const char *work_root)
                 if (strncmp(de->d_name, "build-", 6) != 0)
                         continue;
                 pid = strtol(de->d_name + 6, &end, 10);
-                if (*end != '\0' || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+                if (*end != '\0' || pid <= 0 || pid > INT32_MAX || pid_is_alive((pid_t)pid))
                         continue;
                 snprintf(path, sizeof(path), "%s/%s", work_root, de->d_name);
                 log_debug("removing '%s' left by an interrupted build", path);
@@ -82,29 +83,72 @@ static void sweep_stale_work(const char *work_root)
         closedir(d);
 }
 
-/* Partials of this output (image, manifest, signature) left by killed
- * builds (their PID gone). */
-static void sweep_stale_partials_of(const struct spec *s, const char *output)
+/* The PID in a partial's name, ".NAME.partial-PID" with an optional
+ * ".SUFFIX" (".qcow2"; pull's ".N"); 0 when name is no partial. */
+static long partial_pid(const char *name)
 {
-        DIR *d = opendir(s->output_dir);
-        const char *base = strrchr(output, '/');
+        const char *p = NULL;
+
+        if (name[0] != '.')
+                return 0;
+        for (const char *q = strstr(name, ".partial-"); q; q = strstr(q + 1, ".partial-"))
+                p = q;
+        if (!p)
+                return 0;
+        p += strlen(".partial-");
+        if (*p < '1' || *p > '9')
+                return 0;
+        {
+                char *end;
+                long pid = strtol(p, &end, 10);
+
+                return *end == '\0' || *end == '.' ? pid : 0;
+        }
+}
+
+/* The PID of a --check-reproducible directory, ".ingot-repro-PID-N-XXXXXX";
+ * 0 when name is none. */
+static long repro_pid(const char *name)
+{
+        const char *prefix = ".ingot-repro-";
+        char *end;
+        long pid;
+
+        if (strncmp(name, prefix, strlen(prefix)) != 0)
+                return 0;
+        pid = strtol(name + strlen(prefix), &end, 10);
+        return *end == '-' && pid > 0 ? pid : 0;
+}
+
+/* What killed builds (and pulls) left in an output directory, whatever
+ * image it was for: every partial and --check-reproducible directory whose
+ * process is gone. A partial is as large as the disk, so leaving those of
+ * other names would fill the directory build after killed build. */
+static void sweep_stale_outputs(const char *dir)
+{
+        DIR *d = opendir(dir);
         struct dirent *de;
-        char prefix[512];
 
         if (!d)
                 return;
-        snprintf(prefix, sizeof(prefix), ".%s.partial-", base ? base + 1 : output);
         while ((de = readdir(d))) {
-                char path[4096];
-                long pid;
+                _cleanup_free_ char *path = NULL;
+                long pid = partial_pid(de->d_name);
+                bool is_dir = false;
 
-                if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+                if (pid == 0) {
+                        pid = repro_pid(de->d_name);
+                        is_dir = true;
+                }
+                if (pid <= 0 || pid > INT32_MAX || pid_is_alive((pid_t)pid))
                         continue;
-                pid = strtol(de->d_name + strlen(prefix), NULL, 10);
-                if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", s->output_dir, de->d_name);
-                unlink(path);
+                if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+                        break;
+                log_debug("removing '%s' left by an interrupted build", path);
+                if (is_dir)
+                        rm_rf(path);
+                else
+                        unlink(path);
         }
         closedir(d);
 }
@@ -208,7 +252,7 @@ static int seal_stage(const struct spec *s, EVP_PKEY *key, const struct rootfs *
 int build_image(const struct spec *s, const struct build_options *o)
 {
         _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
-        _cleanup_free_ char *manifest = NULL, *sig = NULL, *sig_final = NULL;
+        _cleanup_free_ char *manifest = NULL, *sig = NULL, *sig_final = NULL, *other_image = NULL;
         _cleanup_(rootfs_freep) struct rootfs *root = NULL;
         _cleanup_free_ char *cache = NULL, *work_root = NULL, *work = NULL, *esp = NULL, *raw = NULL, *qcow = NULL;
         const char *base = strrchr(s->output_image, '/');
@@ -245,9 +289,7 @@ int build_image(const struct spec *s, const struct build_options *o)
         if (r < 0)
                 return log_error_errno(r, "cannot create '%s': %m", work_root);
         sweep_stale_work(work_root);
-        sweep_stale_partials_of(s, s->output_image);
-        sweep_stale_partials_of(s, s->output_manifest);
-        sweep_stale_partials_of(s, sig_final);
+        sweep_stale_outputs(s->output_dir);
         rm_rf(work);
         r = mkdir_p(esp, 0700);
         if (r < 0)
@@ -319,17 +361,25 @@ int build_image(const struct spec *s, const struct build_options *o)
                 stage_end(&c, NULL);
         }
 
-        /* the old image first, so that no moment shows a new manifest
-         * beside an old image (a kill between the renames would leave it);
-         * then manifest and signature, the image last; a signature from an
-         * earlier build of this name must not outlive its manifest */
-        if (unlink(s->output_image) < 0 && errno != ENOENT) {
-                r = log_error_errno(-errno, "cannot remove the old image '%s': %m", s->output_image);
+        /* Whenever a kill comes, the directory holds the old pair, no
+         * image, or the new pair, never a manifest beside an image it does
+         * not describe: the old image goes first (in either format, as both
+         * share the manifest's name) and the old signature with it, then
+         * the new manifest and signature are renamed into place, the image
+         * last. */
+        if (asprintf(&other_image, "%s/%s-%s.%s", s->output_dir, s->name, s->version,
+                     s->format == OUTPUT_FORMAT_QCOW2 ? "raw" : "qcow2") < 0) {
+                r = log_error_errno(-ENOMEM, "out of memory");
                 goto fail;
         }
-        if (!key && unlink(sig_final) < 0 && errno != ENOENT) {
-                r = log_error_errno(-errno, "cannot remove the old signature '%s': %m", sig_final);
-                goto fail;
+        {
+                const char *old[] = { s->output_image, other_image, sig_final };
+
+                for (size_t i = 0; i < ELEMENTSOF(old); i++)
+                        if (unlink(old[i]) < 0 && errno != ENOENT) {
+                                r = log_error_errno(-errno, "cannot remove the old '%s': %m", old[i]);
+                                goto fail;
+                        }
         }
         if (rename(manifest, s->output_manifest) < 0) {
                 r = log_error_errno(-errno, "cannot rename the manifest into place as '%s': %m", s->output_manifest);
@@ -338,11 +388,14 @@ int build_image(const struct spec *s, const struct build_options *o)
         partial_manifest[0] = '\0';
         if (key && rename(sig, sig_final) < 0) {
                 r = log_error_errno(-errno, "cannot rename the signature into place as '%s': %m", sig_final);
+                unlink(s->output_manifest);
                 goto fail;
         }
         partial_sig[0] = '\0';
         if (rename(raw, s->output_image) < 0) {
                 r = log_error_errno(-errno, "cannot rename the image into place as '%s': %m", s->output_image);
+                unlink(s->output_manifest);
+                unlink(sig_final);
                 goto fail;
         }
         partial_path[0] = '\0';
@@ -429,6 +482,30 @@ static int move_outputs(const char *dir, const char *dest_dir)
         return r;
 }
 
+/* Renames a --check-reproducible directory ".ingot-repro-PID-N-XXXXXX" to
+ * ".ingot-repro-kept-N-XXXXXX"; on success *dir is the new name (the old
+ * one freed) and *ret_image the image's path in it. */
+static int keep_repro_dir(char **dir, const char *image, char **ret_image)
+{
+        const char *mark = "/.ingot-repro-";
+        _cleanup_free_ char *kept = NULL, *kept_image = NULL;
+        const char *p = strstr(*dir, mark), *n;
+
+        if (!p)
+                return -EINVAL;
+        p += strlen(mark);
+        n = strchr(p, '-');
+        if (!n || asprintf(&kept, "%.*skept%s", (int)(p - *dir), *dir, n) < 0 ||
+            asprintf(&kept_image, "%s%s", kept, image + strlen(*dir)) < 0)
+                return -ENOMEM;
+        if (rename(*dir, kept) < 0)
+                return -errno;
+        free(*dir);
+        *dir = TAKE_PTR(kept);
+        *ret_image = TAKE_PTR(kept_image);
+        return 0;
+}
+
 int build_check_reproducible(const struct spec_options *so, const struct build_options *o)
 {
         _cleanup_(spec_freep) struct spec *first = NULL, *second = NULL, *final = NULL;
@@ -444,7 +521,11 @@ int build_check_reproducible(const struct spec_options *so, const struct build_o
         r = mkdir_p(out, 0755);
         if (r < 0)
                 return log_error_errno(r, "cannot create output directory '%s': %m", out);
-        if (asprintf(&dir1, "%s/.ingot-repro-1-XXXXXX", out) < 0 || asprintf(&dir2, "%s/.ingot-repro-2-XXXXXX", out) < 0)
+        /* named by our PID, so that the next build removes them when we
+         * are killed (sweep_stale_outputs) */
+        sweep_stale_outputs(out);
+        if (asprintf(&dir1, "%s/.ingot-repro-%ld-1-XXXXXX", out, (long)getpid()) < 0 ||
+            asprintf(&dir2, "%s/.ingot-repro-%ld-2-XXXXXX", out, (long)getpid()) < 0)
                 return log_error_errno(-ENOMEM, "out of memory");
         if (!mkdtemp(dir1) || !mkdtemp(dir2)) {
                 r = log_error_errno(-errno, "cannot create a directory in '%s': %m", out);
@@ -471,9 +552,20 @@ int build_check_reproducible(const struct spec_options *so, const struct build_o
         if (r < 0)
                 goto finish;
         if (r > 0) {
-                log_error("not reproducible: the two builds differ first in %s; both are kept: %s and %s", where,
-                          first->output_image, second->output_image);
-                dir1 = x_free(dir1); /* kept for inspection */
+                _cleanup_free_ char *kept1 = NULL, *kept2 = NULL;
+
+                /* kept for inspection, under names without our PID, which
+                 * the next build's sweep would take for a killed run's */
+                r = keep_repro_dir(&dir1, first->output_image, &kept1);
+                if (r >= 0)
+                        r = keep_repro_dir(&dir2, second->output_image, &kept2);
+                if (r < 0) {
+                        log_error_errno(r, "cannot keep the differing images: %m");
+                        goto finish;
+                }
+                log_error("not reproducible: the two builds differ first in %s; both are kept: %s and %s", where, kept1,
+                          kept2);
+                dir1 = x_free(dir1);
                 dir2 = x_free(dir2);
                 return -EIO;
         }

@@ -38,6 +38,7 @@
 #include "fs.h"
 #include "shared/log.h"
 #include "shared/macro.h"
+#include "shared/proc-util.h"
 #include "shared/run.h"
 #include "shared/strv.h"
 
@@ -605,6 +606,7 @@ static int ext4_make(const struct fs_target *t)
                 r = fakeroot_start(t, &f);
                 if (r < 0)
                         return r;
+                test_point("build-fakeroot"); /* test-build-kill kills ingot here */
                 r = ext4_unpack(t, &f, tree);
                 if (r < 0)
                         goto finish;
