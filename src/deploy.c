@@ -593,10 +593,10 @@ static int deploy_file(const char *file, const struct deploy_options *o)
         t0 = now_mono();
         r = catalog_store_open(o->store_url, false, 0, &s);
         if (r < 0)
-                return r == -EINVAL ? -EBADMSG : r;
+                return r == -EINVAL ? -EBADMSG : r == -EBADMSG ? -EIO : r;
         r = catalog_resolve(s, ref, &rec);
-        if (r < 0)
-                return r == -EINVAL ? -EBADMSG : r;
+        if (r < 0) /* a bad reference is bad input; a corrupt record is the store's failure, as on pull */
+                return r == -EINVAL ? -EBADMSG : r == -EBADMSG ? -EIO : r;
         if (rec->state == CATALOG_STATE_DEREGISTERED)
                 return log_error_errno(-EPERM, "%s (%s@%s) is deregistered: refusing to deploy it", rec->image_id,
                                        rec->name, rec->version);

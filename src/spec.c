@@ -435,6 +435,35 @@ static int resolve_packages(struct spec *s)
         return 0;
 }
 
+const char *spec_cmdline_owned_word(const char *cmdline, size_t *ret_len)
+{
+        /* prefixes; "rw" and "ro" are whole words */
+        static const char *const owned[] = {
+                "root=",     "init=",          "rdinit=",       "rootflags=",        "rootfstype=",
+                "roothash=", "systemd.verity", "ingot.verity.", "rd.systemd.verity",
+        };
+
+        for (const char *w = cmdline; w && *w;) {
+                size_t n;
+
+                w += strspn(w, " \t\n");
+                n = strcspn(w, " \t\n");
+                if (n == 0)
+                        break;
+                if (n == 2 && (strncmp(w, "rw", 2) == 0 || strncmp(w, "ro", 2) == 0)) {
+                        *ret_len = n;
+                        return w;
+                }
+                for (size_t i = 0; i < ELEMENTSOF(owned); i++)
+                        if (n >= strlen(owned[i]) && strncmp(w, owned[i], strlen(owned[i])) == 0) {
+                                *ret_len = n;
+                                return w;
+                        }
+                w += n;
+        }
+        return NULL;
+}
+
 static int build_cmdline(struct spec *s)
 {
         const struct part_entry *root = NULL, *hash = NULL;
@@ -448,6 +477,20 @@ static int build_cmdline(struct spec *s)
                         root = &s->layout->entries[i];
         if (!root)
                 return log_error_errno(-EBADMSG, "the layout has no root partition");
+        /* The build says how the root is found, mounted read-only and, with
+         * --verity, opened through dm-verity; a kickstart's root=, init= or
+         * verity option would fight that or boot past the verified root.
+         * kickstart.c refuses most with the line; this is the rule. */
+        if (append) {
+                size_t n;
+                const char *w = spec_cmdline_owned_word(append, &n);
+
+                if (w)
+                        return log_syntax(s->kickstart_path, 0,
+                                          "'bootloader --append' must not set '%.*s': the build sets how the root is "
+                                          "found, mounted and verified, and a second one could bypass it",
+                                          (int)n, w);
+        }
         for (size_t i = 0; i < s->layout->n_entries; i++)
                 if (s->layout->entries[i].role == PART_ROLE_ROOT_VERITY)
                         hash = &s->layout->entries[i];
@@ -511,8 +554,8 @@ int spec_load(const struct spec_options *o, struct spec **ret)
                                        s->template_path);
         if (!spec_version_is_valid(version))
                 return log_error_errno(-EBADMSG,
-                                       "invalid version '%s': use lower-case letters, digits, '.', '_' and '-', not first '.' or '-' (as "
-                                       "os-release IMAGE_VERSION)",
+                                       "invalid version '%s': use at most 64 lower-case letters, digits, '.', '_' "
+                                       "and '-', starting with a letter or digit (as os-release IMAGE_VERSION)",
                                        version);
         s->version = strdup(version);
         s->name = strdup(s->template->name);
@@ -527,8 +570,8 @@ int spec_load(const struct spec_options *o, struct spec **ret)
                                        "template with initramfs-tools (e.g. debian-12)");
         if (!spec_version_is_valid(s->name))
                 return log_syntax(s->template_path, template_key_line(s->template, "Image", "Name"),
-                                  "invalid Name= '%s': use lower-case letters, digits, '.', '_' and '-' (as "
-                                  "os-release IMAGE_ID)",
+                                  "invalid Name= '%s': use at most 64 lower-case letters, digits, '.', '_' and "
+                                  "'-', starting with a letter or digit (as os-release IMAGE_ID)",
                                   s->name);
         if (asprintf(&s->stamp, "%s_%s", s->name, s->version) < 0) {
                 s->stamp = NULL;

@@ -78,8 +78,15 @@ int spec_resolve_input(const char *arg, const char *subdir, const char *suffix, 
 /* The device the initrd opens the verity root as (data/verity/). */
 #define SPEC_VERITY_DEVICE "/dev/mapper/ingot-root"
 
-/* Version strings as os-release IMAGE_VERSION allows: [0-9a-z._-]+ */
+/* Version strings as os-release IMAGE_VERSION allows, [0-9a-z._-]+, that
+ * are also one store key component (catalog_word_is_valid): not starting
+ * with '.' or '-', at most 64 characters. Image names follow the same rule. */
 bool spec_version_is_valid(const char *v);
+
+/* The first word of a kernel command line that only the build may set
+ * (root=, init=, rdinit=, rootflags=, rootfstype=, roothash=, rw, ro and
+ * the verity options), or NULL; *ret_len is its length. */
+const char *spec_cmdline_owned_word(const char *cmdline, size_t *ret_len);
 
 /* The plan as JSON (a new reference) and as text. Password hashes are
  * named by algorithm only. */

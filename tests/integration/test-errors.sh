@@ -84,3 +84,27 @@ done
 # a deployment file that is not there is bad input (exit 2), like a bad one
 expect_exit 2 "$INGOT" deploy "$work/nonexistent.deploy" --state-dir "$work/state"
 expect_err "cannot read deployment file"
+
+# the rest of what the build owns on the command line, each with its reason
+for w in rootflags=data=journal rootfstype=ext2 roothash=00ff systemd.verity=0 systemd.verity_root_data=/dev/sda2 \
+        ingot.verity.roothash=00ff rd.systemd.verity=1 ro; do
+        printf 'rootpw --lock\nbootloader --append="console=ttyS0 %s"\n' "$w" >"$work/append-word.ks"
+        check_ks append-word 2 "'bootloader --append' must not set '$w': "
+done
+# rdinit= (the initrd's init, which opens the verified root) is refused
+# where the command line is assembled
+printf 'rootpw --lock\nbootloader --append="quiet rdinit=/bin/sh"\n' >"$work/append-rdinit.ks"
+build -t "$tmpl" -k "$work/append-rdinit.ks"
+expect_one_error_line
+expect_err "^$work/append-rdinit\.ks: 'bootloader --append' must not set 'rdinit=/bin/sh': the build sets how the root is found, mounted and verified"
+# words that only start like them are the kickstart's to set
+printf 'rootpw --lock\nbootloader --append="console=ttyS0 rootwait initrd=x rootdelay=2 quiet"\n' >"$work/append-ok.ks"
+expect_exit 0 "$INGOT" build --dry-run --version 1.0.0 -t "$tmpl" -k "$work/append-ok.ks"
+expect_out 'rootwait initrd=x rootdelay=2 quiet'
+
+# a version is at most 64 characters; the template's Name= follows the same rule
+expect_exit 0 "$INGOT" build --dry-run -t "$tmpl" --version="1.$(printf '%062d' 0)"
+expect_exit 2 "$INGOT" build --dry-run -t "$tmpl" --version="1.$(printf '%063d' 0)"
+expect_err "invalid version '1\.0+': use at most 64 "
+sed 's/^Name=.*/Name=-busybox/' "$tmpl" >"$work/dash-name.conf"
+check_tmpl dash-name "$(grep -n '^Name=' "$tmpl" | cut -d: -f1)" "invalid Name= '-busybox': .*starting with a letter or digit"

@@ -249,11 +249,48 @@ static void test_version(void **state)
         assert_false(spec_version_is_valid("-x"));
         assert_false(spec_version_is_valid(".1"));
         assert_false(spec_version_is_valid("1/2"));
+        assert_true(spec_version_is_valid("1.01234567890123456789012345678901234567890123456789012345678901"));
+        assert_false(spec_version_is_valid("1.012345678901234567890123456789012345678901234567890123456789012"));
         assert_int_equal(load(f, base_template, NULL, "1.0 beta", &s), -EBADMSG);
         assert_non_null(strstr(logged(f), "invalid version '1.0 beta'"));
         assert_int_equal(load(f, base_template, NULL, NULL, &s), -EBADMSG);
         assert_non_null(strstr(logged(f), "no image version"));
         assert_null(s);
+}
+
+static void test_cmdline_owned_word(void **state)
+{
+        static const struct {
+                const char *cmdline, *word;
+        } cases[] = {
+                { "", NULL },
+                { "console=ttyS0 quiet", NULL },
+                { "rootwait rootdelay=2 initrd=x rwx rox", NULL },
+                { "quiet root=/dev/sda1", "root=/dev/sda1" },
+                { "init=/bin/sh", "init=/bin/sh" },
+                { "a rdinit=/bin/sh b", "rdinit=/bin/sh" },
+                { "rootflags=x", "rootflags=x" },
+                { "rootfstype=ext2", "rootfstype=ext2" },
+                { "roothash=00", "roothash=00" },
+                { "\trw", "rw" },
+                { "quiet ro", "ro" },
+                { "systemd.verity_root_data=/dev/x", "systemd.verity_root_data=/dev/x" },
+                { "rd.systemd.verity=1", "rd.systemd.verity=1" },
+                { "ingot.verity.roothash=00 quiet", "ingot.verity.roothash=00" },
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                size_t n = 0;
+                const char *w = spec_cmdline_owned_word(cases[i].cmdline, &n);
+
+                if (!cases[i].word) {
+                        assert_null(w);
+                        continue;
+                }
+                assert_non_null(w);
+                assert_int_equal(n, strlen(cases[i].word));
+                assert_memory_equal(w, cases[i].word, n);
+        }
 }
 
 static void test_cross_checks(void **state)
@@ -300,6 +337,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_plan_is_deterministic, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_source_date_epoch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_version, setup, teardown),
+                cmocka_unit_test(test_cmdline_owned_word),
                 cmocka_unit_test_setup_teardown(test_cross_checks, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_missing_inputs, setup, teardown),
         };
