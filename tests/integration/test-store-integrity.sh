@@ -105,7 +105,8 @@ no_leftovers() {
         l=$(store_leftovers)
         [[ -z $l ]] || fail "left in the store after gc: $l"
         [[ -z $(store_keys locks/) ]] || fail "locks left in the store: $(store_keys locks/)"
-        pgrep -f faked >/dev/null && fail "a faked process outlived ingot"
+        # (no helper outliving a build is test-build-kill's check: a pgrep
+        # here would see other tests' builds on the machine)
         return 0
 }
 
