@@ -1197,6 +1197,38 @@ int catalog_channels_of(struct store *s, const char *name, const char *id, char 
         return 0;
 }
 
+int catalog_blocklist_load(struct store *s, const struct catalog_record *rec, struct catalog_blocklist **ret,
+                           char **ret_reason)
+{
+        _cleanup_free_ char *data = NULL, *error = NULL;
+        _cleanup_(catalog_blocklist_freep) struct catalog_blocklist *b = NULL;
+        uint8_t h[32];
+        char hex[65];
+        size_t size;
+        int r;
+
+        r = store_get_full(s, rec->block_list, CATALOG_OBJECT_MAX, &data, &size, NULL);
+        if (r == -ENOENT)
+                return bad(ret_reason, "its block list '%s' is missing from the store", rec->block_list), -ENOENT;
+        if (r == -EFBIG)
+                return bad(ret_reason, "its block list '%s' is oversized", rec->block_list), -EFBIG;
+        if (r < 0)
+                return r;
+        sha256_buffer(data, size, h);
+        if (!streq(hex_encode(h, 32, hex), rec->block_list_sha256))
+                return bad(ret_reason, "its block list '%s' is corrupt in the store", rec->block_list);
+        r = catalog_blocklist_from_json(data, size, &b, &error);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return bad(ret_reason, "'%s' is not a valid block list: %s", rec->block_list, strna(error));
+        if (b->size != rec->size)
+                return bad(ret_reason, "the block list is for %llu bytes, the record says %llu",
+                           (unsigned long long)b->size, (unsigned long long)rec->size);
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
 /* ---- gc ---- */
 
 int catalog_gc_select(char *const *keys, const int64_t *mtimes, char *const *live, int64_t now, uint64_t grace,
@@ -1254,8 +1286,7 @@ int catalog_gc_plan(struct store *s, int64_t now, uint64_t grace, struct catalog
         STRV_FOREACH (k, records) {
                 _cleanup_(catalog_record_freep) struct catalog_record *rec = NULL;
                 _cleanup_(catalog_blocklist_freep) struct catalog_blocklist *b = NULL;
-                _cleanup_free_ char *data = NULL, *error = NULL, *id = NULL;
-                size_t size;
+                _cleanup_free_ char *error = NULL;
                 bool is_live;
 
                 if (strlen(*k) < 7 + 5 || !streq(*k + strlen(*k) - 5, ".json"))
@@ -1278,40 +1309,26 @@ int catalog_gc_plan(struct store *s, int64_t now, uint64_t grace, struct catalog
                 } else
                         p.n_dead_records++;
 
-                data = x_free(data);
-                r = store_get_full(s, rec->block_list, CATALOG_OBJECT_MAX, &data, &size, NULL);
-                if (r == -ENOENT || r == -EFBIG) {
+                r = catalog_blocklist_load(s, rec, &b, &error);
+                if (r == -ENOENT || r == -EFBIG || r == -EBADMSG) {
                         if (!is_live)
                                 continue; /* its blocks are unknown; orphan sizes are estimated */
                         /* which blocks it needs is unknown: any could be them */
-                        r = log_error_errno(-EBADMSG,
-                                            "image %s (%s) has %s block list '%s' in the store: refusing to "
-                                            "collect anything (push it again to restore it, or deregister it)",
-                                            rec->image_id, catalog_state_to_string(rec->state),
-                                            r == -ENOENT ? "no" : "an oversized", rec->block_list);
+                        if (r == -ENOENT)
+                                r = log_error_errno(-EBADMSG,
+                                                    "image %s (%s) has no block list '%s' in the store: refusing to "
+                                                    "collect anything (push it again to restore it, or deregister it)",
+                                                    rec->image_id, catalog_state_to_string(rec->state),
+                                                    rec->block_list);
+                        else
+                                r = log_error_errno(-EBADMSG,
+                                                    "image %s (%s): %s: refusing to collect anything (push it again "
+                                                    "to restore it, or deregister it)",
+                                                    rec->image_id, catalog_state_to_string(rec->state), strna(error));
                         goto fail;
                 }
                 if (r < 0)
                         goto fail;
-                error = x_free(error);
-                {
-                        uint8_t h[32];
-                        char hex[65];
-
-                        sha256_buffer(data, size, h);
-                        r = streq(hex_encode(h, 32, hex), rec->block_list_sha256)
-                                    ? catalog_blocklist_from_json(data, size, &b, &error)
-                                    : (error = strdup("its SHA-256 is not the one its record names"), -EBADMSG);
-                }
-                if (r < 0) {
-                        if (!is_live)
-                                continue;
-                        r = log_error_errno(-EBADMSG,
-                                            "'%s' of live image %s is not a valid block list (%s): refusing to collect "
-                                            "anything",
-                                            rec->block_list, rec->image_id, strna(error));
-                        goto fail;
-                }
                 for (size_t i = 0; i < b->n_blocks; i++) {
                         char key[CATALOG_BLOCK_KEY_MAX];
 

@@ -111,6 +111,13 @@ struct catalog_blocklist *catalog_blocklist_free(struct catalog_blocklist *b);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct catalog_blocklist *, catalog_blocklist_free);
 /* Bytes of block i (block_size, or less for the last one). */
 uint64_t catalog_blocklist_block_bytes(const struct catalog_blocklist *b, size_t i);
+/* Reads rec's block list from s and checks it against the record (its
+ * SHA-256 and size). -ENOENT, -EFBIG and -EBADMSG (missing, oversized,
+ * corrupt) with the reason in *ret_reason (new string), not logged; the
+ * store logs its other errors. */
+struct catalog_record;
+int catalog_blocklist_load(struct store *s, const struct catalog_record *rec, struct catalog_blocklist **ret,
+                           char **ret_reason);
 /* "blocks/<hex>" into buf; returns buf. */
 char *catalog_block_key(const uint8_t hash[32], char buf[static CATALOG_BLOCK_KEY_MAX]);
 /* The distinct keys of b's non-zero blocks, sorted (a new strv). */

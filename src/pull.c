@@ -81,35 +81,15 @@ static bool file_equals(const char *path, const char *data, size_t size)
         return read_full_file(path, size + 1, &cur, &n) >= 0 && n == size && memcmp(cur, data, size) == 0;
 }
 
-/* The block list the record names, checked against the record's hash. */
+/* The block list the record names, checked against the record. */
 static int load_blocklist(struct store *s, const struct catalog_record *rec, struct catalog_blocklist **ret)
 {
-        _cleanup_free_ char *data = NULL, *error = NULL;
-        _cleanup_(catalog_blocklist_freep) struct catalog_blocklist *b = NULL;
-        uint8_t h[32];
-        char hex[65];
-        size_t size;
-        int r;
+        _cleanup_free_ char *reason = NULL;
+        int r = catalog_blocklist_load(s, rec, ret, &reason);
 
-        r = store_get_full(s, rec->block_list, CATALOG_OBJECT_MAX, &data, &size, NULL);
-        if (r == -ENOENT)
-                return log_error_errno(r, "%s: its block list '%s' is missing from the store", rec->image_id,
-                                       rec->block_list);
-        if (r < 0)
-                return r;
-        sha256_buffer(data, size, h);
-        if (!streq(hex_encode(h, 32, hex), rec->block_list_sha256))
-                return log_error_errno(-EBADMSG, "%s: its block list '%s' is corrupt in the store", rec->image_id,
-                                       rec->block_list);
-        r = catalog_blocklist_from_json(data, size, &b, &error);
-        if (r < 0)
-                return log_error_errno(-EBADMSG, "%s: '%s' is not a valid block list: %s", rec->image_id,
-                                       rec->block_list, strna(error));
-        if (b->size != rec->size)
-                return log_error_errno(-EBADMSG, "%s: the block list is for %llu bytes, the record says %llu",
-                                       rec->image_id, (unsigned long long)b->size, (unsigned long long)rec->size);
-        *ret = TAKE_PTR(b);
-        return 0;
+        if (r == -ENOENT || r == -EFBIG || r == -EBADMSG)
+                return log_error_errno(r == -ENOENT ? r : -EBADMSG, "%s: %s", rec->image_id, strna(reason));
+        return r;
 }
 
 /* Fetches every stored block of b into fd, checking each one's hash. */

@@ -503,6 +503,7 @@ static void put_image(struct store *s, const char *version, enum catalog_state s
 
         b->block_size = BS;
         b->size = n * BS;
+        r->size = b->size; /* the record and its block list agree, as push writes them */
         b->n_blocks = n;
         b->hashes = calloc(n, 32);
         b->zero = calloc(n, sizeof(bool));
