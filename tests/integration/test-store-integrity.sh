@@ -8,10 +8,10 @@
 # (SIGSTOP) at a named point of its protocol (push-locked, push-claimed,
 # push-pending, push-checked, gc-planned, promote-read, pull-verified,
 # lock-wait); the test runs something beside it there, then SIGCONTs or
-# SIGKILLs it. On file:// stores, strace also kills ingot at its Nth
-# rename, link or unlink (every step by which the file store and the
-# cache publish or remove something), a table of kill points walked until
-# the command runs through.
+# SIGKILLs it. On file:// stores, strace also kills ingot at the Nth call
+# of each of rename, link and unlink and their *at forms (every step by
+# which the file store and the cache publish or remove something), one
+# syscall at a time, N walked until the command runs past its last call.
 #
 # The store comes from $STORE (default file://$work/store); a test for
 # another backend defines the store_* hooks and STORE_KIND before sourcing
@@ -352,22 +352,27 @@ if [[ $STORE_KIND == file ]]; then
         # push, pull and gc, each walked through its kill points (the Nth
         # such call of the ingot process); after each kill the store and
         # the output must hold nothing wrong, and a rerun must succeed
-        kill_table() { # NAME CHECK CMD...: kills CMD at call 1, 2, ... until it completes
-                local name=$1 check=$2 n=1 rc
+        # strace counts when=N per syscall, so each syscall gets its own
+        # walk: kill at its 1st call, 2nd, ... until the command runs past
+        # its last one
+        kill_table() { # NAME CHECK CMD...: every kill point of CMD, a check after each
+                local name=$1 check=$2 n rc total=0 sc
                 shift 2
-                while :; do
-                        rc=0
-                        # (the braces keep bash's "Killed" report out of the log)
-                        { strace -qq -o /dev/null -e trace=rename,renameat,renameat2,link,linkat,unlink,unlinkat \
-                                -e inject=rename,renameat,renameat2,link,linkat,unlink,unlinkat:signal=KILL:when=$n \
-                                "$@" >"$work/kt.out" 2>"$work/kt.err"; } 2>/dev/null || rc=$?
-                        "$check"
-                        [[ $rc -eq 137 || $rc -eq 9 ]] || break
-                        n=$((n + 1))
-                        ((n < 400)) || fail "$name: still killed after 400 calls"
+                for sc in rename renameat renameat2 link linkat unlink unlinkat; do
+                        n=1
+                        while :; do
+                                rc=0
+                                # (the braces keep bash's "Killed" report out of the log)
+                                { strace -qq -o /dev/null -e trace=$sc -e inject=$sc:signal=KILL:when=$n \
+                                        "$@" >"$work/kt.out" 2>"$work/kt.err"; } 2>/dev/null || rc=$?
+                                "$check"
+                                [[ $rc -eq 137 || $rc -eq 9 ]] || break
+                                n=$((n + 1)) total=$((total + 1))
+                                ((n < 400)) || fail "$name: still killed after 400 calls of $sc"
+                        done
+                        [[ $rc -eq 0 ]] || fail "$name ran through its $sc kill points but exited $rc: $(cat "$work/kt.err")"
                 done
-                [[ $rc -eq 0 ]] || fail "$name ran through its kill points but exited $rc: $(cat "$work/kt.err")"
-                echo "  $name: $((n - 1)) kill points"
+                echo "  $name: $total kill points"
         }
         expect_exit 0 build -k "$work/other.ks" --version 2.0.0
         # what a kill may leave: 2.0.0 not available, or available and whole
