@@ -133,8 +133,12 @@ static unsigned wait_limit(void)
         const char *e = getenv("INGOT_LOCK_WAIT");
         uint64_t v;
 
-        if (e && parse_uint64(e, &v) >= 0 && v < 86400 * 7)
+        if (!e)
+                return STORE_LOCK_WAIT_SEC;
+        if (parse_uint64(e, &v) >= 0 && v < 86400 * 7)
                 return (unsigned)v;
+        log_warning("$INGOT_LOCK_WAIT='%s' is not a number of seconds below a week: waiting the default %us", e,
+                    STORE_LOCK_WAIT_SEC);
         return STORE_LOCK_WAIT_SEC;
 }
 
